@@ -1,0 +1,41 @@
+# lmbatch: `make demo` and `make test` work on a fresh machine with python3 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: venv demo test lint types pytest bench clean browser
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/python -m batch demo
+
+lint: venv
+	$(BIN)/ruff check batch tests bench
+	$(BIN)/ruff format --check batch tests bench
+
+types: venv
+	$(BIN)/mypy
+
+# The report test needs a real browser: Debian's chromium, installed when missing (root on CI).
+browser:
+	@command -v chromium >/dev/null 2>&1 || bash .ci/install-chromium
+
+pytest: venv browser
+	$(BIN)/pytest
+
+test: lint types pytest
+
+bench: venv
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

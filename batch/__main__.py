@@ -1,0 +1,5 @@
+"""`python -m batch` runs the lmbatch command line."""
+
+from batch.cli import main
+
+main()

@@ -1,0 +1,174 @@
+"""Every error lmbatch raises on purpose, and the exit code each maps to.
+
+    BatchError                        exit 1: anything lmbatch reports itself
+    ├── InputError                    exit 2: the job cannot run as written
+    │   ├── JobFileError              job file: YAML, unknown keys, bad values (file:line key.path)
+    │   ├── DatasetError              dataset: missing file, malformed line, duplicate keys
+    │   └── RowErrors                 rows that fail to render or validate (all of them at once)
+    ├── ApiError                      the LegallyMail API said no or could not be reached
+    │   ├── NotProcessed              surely not processed: safe to retry as is
+    │   │   ├── RateLimited           429
+    │   │   └── Unreachable           connection refused, connect timeout, pool timeout
+    │   ├── MaybeProcessed            read timeout, connection dropped after the request, 5xx:
+    │   │                             the send may exist; reconcile before any retry
+    │   ├── PermanentApiError         400, 404, 405: retrying cannot help
+    │   └── StopRun                   the run must stop, the ledger stays resumable (exit 3)
+    │       ├── AuthError             401: token missing or refused (exit 1)
+    │       └── CreditsExhausted      403 / not enough remaining credits (exit 3)
+    ├── LedgerError                   the ledger or journal cannot be read or written
+    ├── LockHeld                      another run holds the campaign's lock (exit 4)
+    └── WorkPending                   stopped with work left: interrupted, outside window (exit 3)
+
+Third-party errors are converted where they enter (`raise … from err`) and carry their place:
+`jobs/rent.yaml:12 message.subject: …`, `row 41 (key C-1009): …`. No message ever holds the
+API token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INVALID = 2
+EXIT_PENDING = 3
+EXIT_LOCKED = 4
+
+
+class BatchError(Exception):
+    """Root of every error lmbatch reports; `hint` says what to do next."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InputError(BatchError):
+    """The job cannot run as written; nothing was sent."""
+
+    exit_code = EXIT_INVALID
+
+
+class JobFileError(InputError):
+    """A problem in the job file, located as `path:line key.path: message`."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        self.path, self.line, self.key = path, line, key
+        place = path or ""
+        if path and line:
+            place = f"{path}:{line}"
+        prefix = " ".join(p for p in (place, key) if p)
+        super().__init__(f"{prefix}: {message}" if prefix else message, hint=hint)
+
+
+class DatasetError(InputError):
+    """A problem in the recipient dataset (missing file, malformed line, duplicate keys)."""
+
+
+@dataclass(frozen=True)
+class RowError:
+    """One row that cannot be sent: its place and why."""
+
+    row: int
+    key: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row} (key {self.key})" if self.key else f"row {self.row}"
+        return f"{where} {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class RowErrors(InputError):
+    """Rows that fail validation, all reported together before anything is sent."""
+
+    def __init__(self, errors: list[RowError], *, source: str = "", limit: int = 50) -> None:
+        self.errors = errors
+        shown = "\n".join(f"  {source + ': ' if source else ''}{e}" for e in errors[:limit])
+        more = f"\n  … and {len(errors) - limit} more" if len(errors) > limit else ""
+        super().__init__(
+            f"{len(errors)} row error(s):\n{shown}{more}",
+            hint="fix the rows, or pass --skip-invalid to record them as skipped",
+        )
+
+
+class ApiError(BatchError):
+    """The LegallyMail API refused a request or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        endpoint: str = "",
+        hint: str | None = None,
+    ) -> None:
+        self.status = status
+        self.endpoint = endpoint
+        super().__init__(message, hint=hint)
+
+
+class NotProcessed(ApiError):
+    """The request surely did not take effect: retrying it cannot duplicate anything."""
+
+
+class RateLimited(NotProcessed):
+    """429: the request was refused by the rate limit."""
+
+
+class Unreachable(NotProcessed):
+    """The connection was never made (refused, connect timeout, no free connection)."""
+
+
+class MaybeProcessed(ApiError):
+    """The request may have taken effect (lost response, 5xx): reconcile before retrying."""
+
+
+class PermanentApiError(ApiError):
+    """400, 404, 405: the request is wrong and retrying cannot help."""
+
+
+class StopRun(ApiError):
+    """The run cannot go on; what is not sent stays pending and resumable."""
+
+    exit_code = EXIT_PENDING
+
+
+class AuthError(StopRun):
+    """401: the token is missing or refused."""
+
+    exit_code = EXIT_ERROR
+
+
+class CreditsExhausted(StopRun):
+    """403 or a credit check: the account cannot pay for what remains."""
+
+
+class LedgerError(BatchError):
+    """The ledger or its journal cannot be read or written."""
+
+
+class LockHeld(BatchError):
+    """Another process is running this campaign."""
+
+    exit_code = EXIT_LOCKED
+
+
+class WorkPending(BatchError):
+    """The run stopped on purpose with work left (interrupted, outside the send window)."""
+
+    exit_code = EXIT_PENDING
