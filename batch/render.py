@@ -1,9 +1,47 @@
-"""Rendering: one message per row, validated before anything is sent."""
+"""Rendering: one message per row, validated before anything is sent.
+
+Cell values are data: they are passed to templates as variables and never compiled. HTML
+bodies are autoescaped; subjects, SMS texts and addresses are plain text. `scan` checks
+every row up front (in parallel for large datasets) and keeps only a compact summary;
+`render_keys` re-renders the rows that are about to be sent.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import html
+import json
+import mimetypes
+import multiprocessing
+import multiprocessing.context
+import os
+import re
+import sys
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Any
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache, partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import jinja2
+import phonenumbers
+import polars as pl
+from email_validator import EmailNotValidError, validate_email
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
+
+from batch.errors import DatasetError, RowError
+from batch.jobfile import Job, template_dirs
+
+SMS_MAX_CHARS = 300  # the API charges one credit per message up to 300 characters
+DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB
+PARALLEL_THRESHOLD = 2_000  # below this, starting processes costs more than it saves
+_CHUNK_ROWS = 5_000
+_FILE_CACHE_ENTRIES = 256  # signature documents differ per row: bound the memory they hold
 
 
 @dataclass(frozen=True)
@@ -22,3 +60,645 @@ class Message:
     name: str
     content: dict[str, Any]
     content_hash: str
+
+
+class RowProblems(Exception):
+    """One row failed to render or validate; `errors` says every reason."""
+
+    def __init__(self, errors: list[RowError]) -> None:
+        super().__init__("; ".join(str(e) for e in errors))
+        self.errors = errors
+
+
+@dataclass
+class Scan:
+    """Every row checked: the compact summary of the good ones and all the errors."""
+
+    ok: pl.DataFrame  # row, key, address, name, content_hash, subject
+    errors: list[RowError]
+
+
+SCAN_SCHEMA: dict[str, pl.DataType] = {
+    "row": pl.Int64(),
+    "key": pl.String(),
+    "address": pl.String(),
+    "name": pl.String(),
+    "content_hash": pl.String(),
+    "subject": pl.String(),
+}
+
+
+# --- environment and filters ------------------------------------------------------------
+
+
+class FilterValueError(ValueError):
+    """A filter got a value it cannot format; reported as a row error."""
+
+
+def money(value: Any, currency: str = "EUR", decimals: int = 2) -> str:
+    """Format an amount locale-free: `1234.5|money` → "1,234.50 EUR"."""
+    if isinstance(value, bool) or value is None or value == "":
+        raise FilterValueError(f"money: not an amount: {value!r}")
+    try:
+        amount = Decimal(str(value).strip().replace("_", ""))
+    except InvalidOperation as err:
+        raise FilterValueError(f"money: not an amount: {value!r}") from err
+    if not amount.is_finite():
+        raise FilterValueError(f"money: not an amount: {value!r}")
+    text = f"{amount:,.{int(decimals)}f}"
+    return f"{text} {currency}" if currency else text
+
+
+def format_date(value: Any, fmt: str = "%Y-%m-%d") -> str:
+    """Format an ISO date or datetime (string or object) with strftime: `due|date("%d/%m/%Y")`."""
+    if isinstance(value, datetime | date):
+        return value.strftime(fmt)
+    text = str(value).strip() if value is not None else ""
+    try:
+        parsed: date = (
+            datetime.fromisoformat(text)
+            if "T" in text or " " in text
+            else (date.fromisoformat(text))
+        )
+    except ValueError as err:
+        raise FilterValueError(f"date: not an ISO date: {value!r}") from err
+    return parsed.strftime(fmt)
+
+
+def _finalize(value: Any) -> Any:
+    # Empty cells (None in Parquet) print as nothing rather than "None".
+    return "" if value is None else value
+
+
+def make_environments(base_dir: Path) -> tuple[jinja2.Environment, jinja2.Environment]:
+    """The (plain text, autoescaped HTML) Jinja environments for a job folder."""
+    loader = jinja2.FileSystemLoader([str(p) for p in template_dirs(base_dir)])
+    envs = []
+    for escape in (False, True):
+        env = jinja2.Environment(
+            loader=loader,
+            undefined=jinja2.StrictUndefined,
+            autoescape=escape,
+            finalize=_finalize,
+            keep_trailing_newline=True,
+        )
+        env.filters["money"] = money
+        env.filters["date"] = format_date
+        envs.append(env)
+    return envs[0], envs[1]
+
+
+# --- hashing ------------------------------------------------------------------------------
+
+
+def content_hash(content: Mapping[str, Any], address: str | None = None) -> str:
+    """SHA-256 of the canonical JSON of `content` (and `address`, for one-recipient channels).
+
+    Base64 blobs (attachments, documents) enter as the SHA-256 of their bytes, so the hash
+    still changes with every byte but large files are digested once, not once per row.
+    """
+    return _hash_of(_hashable(content), address)
+
+
+def _hash_of(hashable: Mapping[str, Any], address: str | None) -> str:
+    payload = {"content": hashable, "address": address} if address is not None else hashable
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hashable(content: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(content)
+    if "attachments" in out:
+        out["attachments"] = [
+            {**a, "content": _blob_digest(a["content"])} for a in out["attachments"]
+        ]
+    if "document" in out:
+        out["document"] = _blob_digest(out["document"])
+    return out
+
+
+@lru_cache(maxsize=_FILE_CACHE_ENTRIES)
+def _blob_digest(b64: str) -> str:
+    return "sha256:" + hashlib.sha256(base64.b64decode(b64)).hexdigest()
+
+
+# --- validation helpers -------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _domain(domain: str) -> str | None:
+    """The normalized domain if email-validator accepts it (cached: rows share domains)."""
+    try:
+        return validate_email(f"a@{domain}", check_deliverability=False).domain
+    except EmailNotValidError:
+        return None
+
+
+def normalize_email(raw: str) -> str:
+    """The normalized address, or ValueError with email-validator's reason."""
+    text = raw.strip()
+    local, at, domain = text.rpartition("@")
+    # Fast path for plain ASCII addresses (the vast majority): the local part is a dot-atom
+    # and the domain was already validated; it yields the same result as validate_email.
+    if (
+        at
+        and len(text) <= 254
+        and DOT_ATOM_TEXT.fullmatch(local)
+        and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES
+    ):
+        normalized = _domain(domain)
+        if normalized is not None:
+            return f"{local}@{normalized}"
+    try:
+        return validate_email(text, check_deliverability=False).normalized
+    except EmailNotValidError as err:
+        raise ValueError(f"invalid e-mail address {text!r}: {err}") from err
+
+
+def normalize_phone(raw: str, region: str | None) -> str:
+    """The E.164 form of a phone number, or ValueError saying why not."""
+    text = raw.strip()
+    try:
+        number = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as err:
+        raise ValueError(f"invalid phone number {text!r}: {err}") from err
+    if not phonenumbers.is_valid_number(number):
+        hint = "" if region or text.startswith("+") else " (add +country code or default_region)"
+        raise ValueError(f"invalid phone number {text!r}{hint}")
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+class _Files:
+    """Reads files for attachments and documents once per path, within the job's folder."""
+
+    def __init__(self, base_dir: Path) -> None:
+        self.base_dir = base_dir.resolve()
+        self._cache: OrderedDict[Path, tuple[bytes, str, str]] = OrderedDict()
+
+    def resolve(self, rendered: str) -> Path:
+        """The real path of a rendered file name; ValueError if missing or outside the folder."""
+        if not rendered.strip():
+            raise ValueError("file path is empty")
+        path = (self.base_dir / rendered.strip()).resolve()
+        # resolve() follows symlinks and `..`, so this also catches links pointing outside.
+        if not path.is_relative_to(self.base_dir):
+            raise ValueError(f"{rendered!r} is outside the job's folder {self.base_dir}")
+        if not path.is_file():
+            raise ValueError(f"file not found: {rendered!r}")
+        return path
+
+    def read(self, path: Path) -> tuple[bytes, str, str]:
+        """(first bytes, base64, digest) of a file, cached by path: rows share attachments."""
+        hit = self._cache.get(path)
+        if hit is not None:
+            self._cache.move_to_end(path)
+            return hit
+        data = path.read_bytes()
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        entry = (data[:8], base64.b64encode(data).decode("ascii"), digest)
+        self._cache[path] = entry
+        if len(self._cache) > _FILE_CACHE_ENTRIES:
+            self._cache.popitem(last=False)
+        return entry
+
+
+# --- the renderer -------------------------------------------------------------------------
+
+_Summary = tuple[int, str, str, str, str, str]  # row, key, address, name, content_hash, subject
+_Built = tuple[
+    str, str, dict[str, Any], dict[str, Any], str
+]  # address, name, content, hashable, subject
+_T = TypeVar("_T")
+_UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+
+
+def _undefined(err: jinja2.UndefinedError) -> str:
+    found = _UNDEFINED.match(err.message or "")
+    if found:
+        return f"variable {found.group(1)!r} is missing from the row (no such column)"
+    return f"missing value: {err.message}"
+
+
+class _Row:
+    """Collects one row's errors while its fields are rendered and checked."""
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        self.data = row
+        self.number = int(row.get("__row__") or 0)
+        self.key = str(row.get("__key__") or "")
+        self.errors: list[RowError] = []
+
+    def fail(self, field: str, message: str) -> None:
+        self.errors.append(RowError(self.number, self.key, field, message))
+
+    def render(self, field: str, template: jinja2.Template | None) -> str | None:
+        """The rendered field, or None (and an error) when the row's data cannot fill it."""
+        if template is None:
+            return None
+        try:
+            return template.render(self.data)
+        except jinja2.UndefinedError as err:
+            self.fail(field, _undefined(err))
+        except FilterValueError as err:
+            self.fail(field, str(err))
+        except Exception as err:  # a template's own logic failing on this row's data
+            self.fail(field, f"cannot render: {err}")
+        return None
+
+    def check(self, field: str, fn: Callable[[], _T]) -> _T | None:
+        """fn's result, or None (and an error) when it raises ValueError or OSError."""
+        try:
+            return fn()
+        except (ValueError, OSError) as err:
+            self.fail(field, str(err))
+            return None
+
+
+class Renderer:
+    """Renders and validates one row at a time; templates are compiled once, here."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        spec = job.spec
+        self.channel = spec.channel
+        self.region = spec.recipient.default_region
+        self._files = _Files(job.base_dir)
+        text_env, html_env = make_environments(job.base_dir)
+
+        def inline(source: str | None) -> jinja2.Template | None:
+            return text_env.from_string(source) if source is not None else None
+
+        msg = spec.message
+        self._name = inline(spec.recipient.name)
+        default_address = "{{ phone }}" if self.channel == "sms" else "{{ email }}"
+        address = spec.recipient.phone if self.channel == "sms" else spec.recipient.email
+        self._address = inline(address or default_address)
+        self._subject = inline(msg.subject)
+        self._html = html_env.get_template(msg.html) if msg.html else None
+        self._text = inline(msg.text)
+        self._reply_to = inline(msg.reply_to)
+        self._reply_to_name = inline(msg.reply_to_name)
+        self._attachments = [(inline(a.path), inline(a.name)) for a in msg.attachments]
+        self._signers = [(inline(s.name), inline(s.email), inline(s.phone)) for s in spec.signers]
+        self._doc_path = inline(spec.document.path) if spec.document else None
+        self._doc_name = inline(spec.document.name) if spec.document else None
+
+    def render(self, row: Mapping[str, Any]) -> Message:
+        """The row's message; RowProblems listing every reason if it cannot be sent."""
+        message, _, errors = self._render(row)
+        if message is None:
+            raise RowProblems(errors)
+        return message
+
+    def summarize(self, row: Mapping[str, Any]) -> tuple[_Summary | None, list[RowError]]:
+        """(row, key, address, name, content_hash, subject), or None and the row's errors."""
+        m, subject, errors = self._render(row)
+        if m is None:
+            return None, errors
+        return (m.row, m.key, m.address, m.name, m.content_hash, subject), []
+
+    def _render(self, data: Mapping[str, Any]) -> tuple[Message | None, str, list[RowError]]:
+        row = _Row(data)
+        if self.channel == "email":
+            built = self._email(row)
+        elif self.channel == "sms":
+            built = self._sms(row)
+        else:
+            built = self._signature(row)
+        if row.errors or built is None:
+            return None, "", row.errors
+        address, name, content, hashable, subject = built
+        # Distinct SMS or signature requests must never look identical: hash the address too.
+        digest = _hash_of(hashable, address if self.channel != "email" else None)
+        message = Message(row.key or address, row.number, address, name, content, digest)
+        return message, subject, []
+
+    def _recipient_name(self, row: _Row) -> str:
+        if self._name is not None:
+            return (row.render("recipient.name", self._name) or "").strip()
+        value = row.data.get("name")  # the obvious column, when the job names none
+        return "" if value is None else str(value).strip()
+
+    def _email(self, row: _Row) -> _Built | None:
+        raw = row.render("recipient.email", self._address)
+        address = (
+            None if raw is None else row.check("recipient.email", lambda: normalize_email(raw))
+        )
+        name = self._recipient_name(row)
+        subject = row.render("message.subject", self._subject)
+        if subject is not None:
+            # A subject is one header line: newlines coming from data would break it.
+            subject = " ".join(subject.split()) if "\n" in subject else subject.strip()
+            if not subject:
+                row.fail("message.subject", "subject is empty")
+        body = row.render("message.html", self._html)
+        content: dict[str, Any] = {"subject": subject, "message": body}
+        reply = (row.render("message.reply_to", self._reply_to) or "").strip()
+        if reply:
+            content["reply_to"] = row.check("message.reply_to", lambda: normalize_email(reply))
+        reply_name = (row.render("message.reply_to_name", self._reply_to_name) or "").strip()
+        if reply_name:
+            content["reply_to_name"] = reply_name
+        hashable = dict(content)
+        if self._attachments:
+            files: list[dict[str, str]] = []
+            digests: list[dict[str, str]] = []
+            for i, (path_t, name_t) in enumerate(self._attachments):
+                found = self._attachment(row, f"message.attachments[{i}]", path_t, name_t)
+                if found is not None:
+                    files.append(found[0])
+                    digests.append(found[1])
+            content["attachments"] = files
+            hashable["attachments"] = digests
+        if address is None or not subject or body is None or row.errors:
+            return None
+        return address, name, content, hashable, subject
+
+    def _attachment(
+        self,
+        row: _Row,
+        where: str,
+        path_t: jinja2.Template | None,
+        name_t: jinja2.Template | None,
+    ) -> tuple[dict[str, str], dict[str, str]] | None:
+        rendered = row.render(f"{where}.path", path_t)
+        shown = row.render(f"{where}.name", name_t)
+        if rendered is None:
+            return None
+        path = row.check(f"{where}.path", lambda: self._files.resolve(rendered))
+        entry = None if path is None else row.check(f"{where}.path", lambda: self._files.read(path))
+        if path is None or entry is None:
+            return None
+        filename = (shown or "").strip() or path.name
+        mime = mimetypes.guess_type(filename)[0] or mimetypes.guess_type(path.name)[0]
+        item = {
+            "filename": filename,
+            "content": entry[1],
+            "mime_type": mime or "application/octet-stream",
+        }
+        return item, {**item, "content": entry[2]}
+
+    def _sms(self, row: _Row) -> _Built | None:
+        raw = row.render("recipient.phone", self._address)
+        region = self.region
+        phone = (
+            None
+            if raw is None
+            else row.check("recipient.phone", lambda: normalize_phone(raw, region))
+        )
+        name = self._recipient_name(row)
+        text = row.render("message.text", self._text)
+        if text is not None:
+            text = text.strip()
+            if not text:
+                row.fail("message.text", "text is empty")
+            elif len(text) > SMS_MAX_CHARS:
+                row.fail(
+                    "message.text", f"text is {len(text)} characters; the limit is {SMS_MAX_CHARS}"
+                )
+        if phone is None or text is None or row.errors:
+            return None
+        content: dict[str, Any] = {"message": text}
+        return phone, name, content, content, ""
+
+    def _signature(self, row: _Row) -> _Built | None:
+        signers: list[dict[str, str]] = []
+        for i, (name_t, email_t, phone_t) in enumerate(self._signers):
+            where = f"signers[{i}]"
+            signer = {"name": (row.render(f"{where}.name", name_t) or "").strip()}
+            raw_email = row.render(f"{where}.email", email_t)
+            if raw_email is not None:
+                email = row.check(f"{where}.email", partial(normalize_email, raw_email))
+                signer["email"] = email or ""
+            raw_phone = (row.render(f"{where}.phone", phone_t) or "").strip()
+            if raw_phone:  # the phone is optional: an empty cell means none
+                phone = row.check(
+                    f"{where}.phone", partial(normalize_phone, raw_phone, self.region)
+                )
+                signer["phone"] = phone or ""
+            signers.append(signer)
+        doc_path = row.render("document.path", self._doc_path)
+        doc_name = (row.render("document.name", self._doc_name) or "").strip()
+        document = None if doc_path is None else self._document(row, doc_path)
+        if document is None or row.errors or not signers:
+            return None
+        path, b64, digest = document
+        language = self.job.spec.language
+        name = doc_name or path.name
+        content = {"signers": signers, "document": b64, "document_name": name, "language": language}
+        hashable = {**content, "document": digest}
+        return signers[0]["email"], signers[0]["name"], content, hashable, ""
+
+    def _document(self, row: _Row, rendered: str) -> tuple[Path, str, str] | None:
+        path = row.check("document.path", lambda: self._files.resolve(rendered))
+        if path is None:
+            return None
+        size = path.stat().st_size
+        if size > DOCUMENT_MAX_BYTES:
+            row.fail("document.path", f"{rendered!r} is {size:,} bytes; the limit is 10 MB")
+            return None
+        entry = row.check("document.path", lambda: self._files.read(path))
+        if entry is None:
+            return None
+        if not entry[0].startswith(b"%PDF"):
+            row.fail("document.path", f"{rendered!r} is not a PDF (it does not start with %PDF)")
+            return None
+        return path, entry[1], entry[2]
+
+
+# --- whole datasets -----------------------------------------------------------------------
+
+_worker_renderer: Renderer | None = None  # one per worker process, built by _init_worker
+
+
+def _init_worker(job: Job) -> None:
+    global _worker_renderer
+    _worker_renderer = Renderer(job)
+
+
+def _scan_columns(
+    columns: dict[str, list[Any]], renderer: Renderer | None = None
+) -> tuple[dict[str, list[Any]], list[RowError]]:
+    """Summarize a chunk given as columns (cheap to pickle); returns compact columns."""
+    renderer = renderer or _worker_renderer
+    assert renderer is not None
+    names = list(columns)
+    out: dict[str, list[Any]] = {name: [] for name in SCAN_SCHEMA}
+    appends = [out[name].append for name in SCAN_SCHEMA]
+    errors: list[RowError] = []
+    for values in zip(*columns.values(), strict=True):
+        summary, problems = renderer.summarize(dict(zip(names, values, strict=True)))
+        if summary is None:
+            errors.extend(problems)
+            continue
+        for append, value in zip(appends, summary, strict=True):
+            append(value)
+    return out, errors
+
+
+def _pool_context() -> multiprocessing.context.BaseContext:
+    # fork starts workers in milliseconds and they never touch polars (rows arrive as plain
+    # lists); elsewhere spawn is the only safe choice.
+    if sys.platform == "linux" and sys.version_info < (3, 12):
+        return multiprocessing.get_context("fork")
+    return multiprocessing.get_context("spawn")
+
+
+def scan(job: Job, frame: pl.DataFrame, *, workers: int | None = None) -> Scan:
+    """Render and validate every row, keeping a compact summary; parallel for large frames."""
+    frame = with_meta(frame)
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    parts: list[pl.DataFrame] = []
+    errors: list[RowError] = []
+    if workers <= 1 or frame.height < PARALLEL_THRESHOLD:
+        renderer = Renderer(job)
+        for chunk in frame.iter_slices(_CHUNK_ROWS):
+            columns, problems = _scan_columns(chunk.to_dict(as_series=False), renderer)
+            parts.append(pl.DataFrame(columns, schema=SCAN_SCHEMA))
+            errors.extend(problems)
+    else:
+        parts, errors = _scan_parallel(job, frame, workers)
+    ok = pl.concat(parts) if parts else pl.DataFrame(schema=SCAN_SCHEMA)
+    errors.extend(_duplicate_errors(ok))
+    errors.sort(key=lambda e: e.row)
+    return Scan(ok=ok, errors=errors)
+
+
+def _scan_parallel(
+    job: Job, frame: pl.DataFrame, workers: int
+) -> tuple[list[pl.DataFrame], list[RowError]]:
+    # At most two chunks in flight per worker, so a 1M-row dataset never sits in memory
+    # as Python objects all at once; results are turned back into columns as they arrive.
+    size = min(_CHUNK_ROWS, -(-frame.height // (workers * 4)))
+    slices = frame.iter_slices(size)
+    results: dict[int, tuple[dict[str, list[Any]], list[RowError]]] = {}
+    pending: dict[Any, int] = {}
+    with ProcessPoolExecutor(
+        workers, mp_context=_pool_context(), initializer=_init_worker, initargs=(job,)
+    ) as pool:
+        for index, chunk in enumerate(slices):
+            while len(pending) >= 2 * workers:
+                done = next(iter(_first_completed(pending)))
+                results[pending.pop(done)] = done.result()
+            pending[pool.submit(_scan_columns, chunk.to_dict(as_series=False))] = index
+        for future, i in pending.items():
+            results[i] = future.result()
+    parts = [pl.DataFrame(results[i][0], schema=SCAN_SCHEMA) for i in sorted(results)]
+    errors = [e for i in sorted(results) for e in results[i][1]]
+    return parts, errors
+
+
+def _first_completed(pending: dict[Any, int]) -> set[Any]:
+    done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+    return done
+
+
+def _duplicate_errors(ok: pl.DataFrame) -> list[RowError]:
+    """Keys must be unique: name every row sharing one (read_dataset catches most earlier)."""
+    dupes = ok.filter(pl.col("key").is_duplicated())
+    errors = []
+    for key, rows in dupes.group_by("key", maintain_order=True).agg("row").iter_rows():
+        for row in rows:
+            others = ", ".join(str(r) for r in rows if r != row)
+            errors.append(RowError(row, key, "key", f"duplicate key, also on row(s) {others}"))
+    return errors
+
+
+def with_meta(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame with `__row__` and `__key__`, adding 1-based positions and empty keys if absent."""
+    if "__row__" not in frame.columns:
+        frame = frame.with_row_index("__row__", offset=1).with_columns(
+            pl.col("__row__").cast(pl.Int64)
+        )
+    if "__key__" not in frame.columns:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("__key__"))
+    return frame
+
+
+def render_keys(job: Job, frame: pl.DataFrame, keys: Iterable[str]) -> Iterator[Message]:
+    """Re-render the rows with these keys, in the order given (RowProblems if one fails now)."""
+    wanted = list(keys)
+    frame = with_meta(frame)
+    found = frame.filter(pl.col("__key__").is_in(wanted))
+    by_key = {str(row["__key__"]): row for row in found.iter_rows(named=True)}
+    missing = [k for k in wanted if k not in by_key]
+    if missing:
+        shown = ", ".join(missing[:10]) + (" …" if len(missing) > 10 else "")
+        raise DatasetError(
+            f"{len(missing)} key(s) no longer in the dataset: {shown}",
+            hint="the dataset changed since the campaign began: restore it or start a new one",
+        )
+    renderer = Renderer(job)
+    for key in wanted:
+        yield renderer.render(by_key[key])
+
+
+# --- preview ------------------------------------------------------------------------------
+
+
+def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 200) -> Path:
+    """Write one HTML page per message (first `limit` rows) and an index; return the index."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    renderer = Renderer(job)
+    entries: list[str] = []
+    for i, row in enumerate(with_meta(frame).head(limit).iter_rows(named=True), start=1):
+        try:
+            message = renderer.render(row)
+        except RowProblems as err:
+            problems = "".join(f"<li>{html.escape(str(e))}</li>" for e in err.errors)
+            entries.append(
+                f"<tr><td>{row['__row__']}</td><td colspan=3><ul>{problems}</ul></td></tr>"
+            )
+            continue
+        page = f"{i:04d}-{_safe_name(message.key)}.html"
+        _write_atomic(out_dir / page, _message_page(job, message))
+        subject = message.content.get("subject") or message.content.get("document_name") or ""
+        entries.append(
+            f'<tr><td>{message.row}</td><td><a href="{html.escape(page)}">'
+            f"{html.escape(message.key)}</a></td><td>{html.escape(message.address)}</td>"
+            f"<td>{html.escape(str(subject))}</td></tr>"
+        )
+    title = html.escape(f"{job.campaign}: preview of {len(entries)} message(s)")
+    index = out_dir / "index.html"
+    _write_atomic(
+        index,
+        f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
+        "<table border=1 cellpadding=4><tr><th>row</th><th>key</th><th>to</th>"
+        f"<th>subject</th></tr>{''.join(entries)}</table>\n",
+    )
+    return index
+
+
+def _message_page(job: Job, message: Message) -> str:
+    content = message.content
+    esc = html.escape
+    head = [("to", message.address), ("name", message.name), ("row", str(message.row))]
+    if job.spec.channel == "email":
+        head.insert(0, ("subject", content["subject"]))
+        names = [a["filename"] for a in content.get("attachments", [])]
+        head.append(("attachments", ", ".join(names) or "none"))
+        # srcdoc isolates the body's markup and styles from the preview page around it.
+        body = (
+            f'<iframe style="width:100%;height:80vh" srcdoc="{esc(content["message"])}"></iframe>'
+        )
+    elif job.spec.channel == "sms":
+        body = f"<pre>{esc(content['message'])}</pre><p>{len(content['message'])} characters</p>"
+    else:
+        signers = ", ".join(f"{s['name']} <{s['email']}>" for s in content["signers"])
+        head += [("signers", signers), ("document", content["document_name"])]
+        head.append(("language", content["language"]))
+        body = ""
+    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in head)
+    title = esc(f"{job.campaign}: {message.key}")
+    page = f"<!doctype html><meta charset=utf-8><title>{title}</title><table>{rows}</table>"
+    return f"{page}<hr>{body}\n"
+
+
+def _safe_name(key: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:60] or "row"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
