@@ -16,16 +16,23 @@ every comparison here is made in UTC.
 
 from __future__ import annotations
 
+import fcntl
+import json
+import os
 import re
-from collections.abc import Iterator
+import shlex
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
-from batch.errors import InputError, JobFileError
-from batch.jobfile import Period, ScheduleSpec
+from batch.errors import InputError, JobFileError, LockHeld
+from batch.jobfile import Period, ScheduleSpec, SendWindowSpec
 
 _MINUTE = timedelta(minutes=1)
 
@@ -255,3 +262,321 @@ def next_fire_times(spec: ScheduleSpec, now: datetime, n: int = 5) -> list[datet
         if at > now_utc and (not times or at.timestamp() != times[-1].timestamp()):
             times.append(at)
     return times
+
+
+# ---------------------------------------------------------------- send window
+
+_DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _parse_day(name: str) -> int:
+    for number, full in enumerate(_DAY_NAMES):
+        if name in (full, full[:3]):
+            return number
+    raise JobFileError(
+        f"{name!r} is not a day of the week",
+        key="schedule.window.days",
+        hint='write days like "mon-fri", "mon,wed,fri" or "fri-mon"',
+    )
+
+
+def _parse_days(text: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in text.lower().replace(" ", "").split(","):
+        first, dash, last = part.partition("-")
+        a = _parse_day(first)
+        b = _parse_day(last) if dash else a
+        # Ranges run forward and wrap past Sunday: "fri-mon" is Fri, Sat, Sun, Mon.
+        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
+    return frozenset(days)
+
+
+def _parse_hours(text: str) -> tuple[int, int]:
+    """Hours like "09:00-18:00" as minutes after midnight; the end may be 24:00."""
+    match = re.fullmatch(r"\s*(\d{1,2}):([0-5]\d)\s*-\s*(\d{1,2}):([0-5]\d)\s*", text)
+    if match:
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        if start < 24 * 60 and end <= 24 * 60 and start != end:
+            return start, end
+    raise JobFileError(
+        f"{text!r} is not a span of hours",
+        key="schedule.window.hours",
+        hint='write "09:00-18:00", "00:00-24:00" for all day, or "22:00-06:00" overnight',
+    )
+
+
+class SendWindow:
+    """When sending is allowed: listed weekdays and an hour span, on the schedule's wall clock.
+
+    An overnight span (end before start, e.g. "22:00-06:00") belongs to the day it opens:
+    `days: fri` with `hours: 22:00-06:00` is open from Friday 22:00 to Saturday 06:00, and not
+    on Friday 00:00-06:00. Spans of consecutive days that touch ("00:00-24:00") merge.
+    """
+
+    def __init__(self, spec: SendWindowSpec, timezone: str) -> None:
+        self.tz = load_zone(timezone)
+        self.days = _parse_days(spec.days)
+        self.start, self.end = _parse_hours(spec.hours)
+        self.always = len(self.days) == 7 and (self.start, self.end) == (0, 24 * 60)
+
+    def _stretches(self, now: datetime) -> list[tuple[datetime, datetime]]:
+        """Open stretches (UTC, merged) from the day before `now` to ten days after."""
+        today = now.astimezone(self.tz).date()
+        merged: list[tuple[datetime, datetime]] = []
+        for offset in range(-1, 11):
+            day = datetime.combine(today + timedelta(days=offset), datetime.min.time())
+            if day.weekday() not in self.days:
+                continue
+            end_day = day if self.end > self.start else day + timedelta(days=1)
+            opens = _instant(day + timedelta(minutes=self.start), self.tz).astimezone(UTC)
+            closes = _instant(end_day + timedelta(minutes=self.end), self.tz, last=True)
+            closes = closes.astimezone(UTC)
+            if opens >= closes:  # the whole span fell into a skipped (spring-forward) hour
+                continue
+            if merged and opens <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(closes, merged[-1][1]))
+            else:
+                merged.append((opens, closes))
+        return merged
+
+    def _current(self, now: datetime) -> tuple[datetime, datetime] | None:
+        now_utc = _utc(now)
+        return next((s for s in self._stretches(now_utc) if s[0] <= now_utc < s[1]), None)
+
+    def is_open(self, now: datetime) -> bool:
+        """Whether sending is allowed at `now`."""
+        return self.always or self._current(now) is not None
+
+    def next_open(self, now: datetime) -> datetime:
+        """`now` if the window is open, else when it next opens (in the schedule's zone)."""
+        if self.is_open(now):
+            return now
+        now_utc = _utc(now)
+        # Days are never empty, so a stretch opens within a week (some hour always exists).
+        opens = min(s[0] for s in self._stretches(now_utc) if s[0] > now_utc)
+        return opens.astimezone(self.tz)
+
+    def closes_at(self, now: datetime) -> datetime | None:
+        """When the open stretch holding `now` ends; `now` if closed, None if never closing."""
+        if self.always:
+            return None
+        current = self._current(now)
+        return now if current is None else current[1].astimezone(self.tz)
+
+
+# ---------------------------------------------------------------- campaign lock
+
+
+@dataclass(frozen=True)
+class LockOwner:
+    """Who wrote a lock file: enough for a person to find the process."""
+
+    pid: int | None
+    host: str
+    started: str
+
+    def __str__(self) -> str:
+        who = f"pid {self.pid}" if self.pid else "an unknown process"
+        host = self.host or "an unknown host"
+        return f"{who} on {host}, started {self.started or 'at an unknown time'}"
+
+
+def _read_owner(fd: int) -> LockOwner | None:
+    raw = os.pread(fd, 4096, 0)
+    if not raw.strip():
+        return None
+    try:
+        data = json.loads(raw)
+        pid = data.get("pid")
+        return LockOwner(
+            pid if isinstance(pid, int) else None,
+            str(data.get("host", "")),
+            str(data.get("started", "")),
+        )
+    except (ValueError, AttributeError):  # not ours, or cut short by a crash mid-write
+        return LockOwner(None, "", "")
+
+
+def _now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+class CampaignLock:
+    """One run per campaign: an exclusive flock on `path`, which records its owner.
+
+    The kernel drops a flock when its process dies, so a lock file whose flock is free is
+    stale whatever it says: it is taken over, and its previous owner is kept in
+    `stale_previous` for the CLI to report. Released, the file stays, empty: deleting it
+    would let a waiter lock the unlinked file while a newcomer locks a new one.
+    """
+
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _now_utc) -> None:
+        self.path = path
+        self.clock = clock
+        self.stale_previous: LockOwner | None = None
+        self._fd: int | None = None
+
+    def __enter__(self) -> CampaignLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        """Take the lock or raise LockHeld naming its holder."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Opened without truncating: until the flock is ours the content is the holder's.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_owner(fd)
+            os.close(fd)
+            pid = holder.pid if holder else None
+            raise LockHeld(
+                f"this campaign is already running: {self.path} is held by "
+                + (str(holder) if holder else "a process that is just starting"),
+                hint=(
+                    "wait for that run to finish (a later run resumes from the ledger)"
+                    + (f", or stop it with `kill {pid}`" if pid else "")
+                    + "; a stopped run releases the lock by itself"
+                ),
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self.stale_previous = _read_owner(fd)
+        owner = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": self.clock().isoformat(timespec="seconds"),
+        }
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(owner) + "\n").encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Empty the lock file and release the lock (a no-op when not held)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)  # an empty file tells the next run that we ended cleanly
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
+
+# ---------------------------------------------------------------- cron and systemd snippets
+
+_SYSTEMD_WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
+_IDEMPOTENT = "# every run in a period resolves to that period and sends only what is pending.\n"
+
+
+def _command(job_path: Path, lmbatch_cmd: str) -> str:
+    job = shlex.quote(str(job_path.absolute()))
+    return f"{lmbatch_cmd} run {job} --exit-outside-window"
+
+
+def crontab_line(spec: ScheduleSpec, job_path: Path, lmbatch_cmd: str) -> str:
+    """A crontab entry, with CRON_TZ and why a late or doubled firing is harmless."""
+    cron = parse_cron(spec.cron)
+    load_zone(spec.timezone)
+    command = _command(job_path, lmbatch_cmd).replace("%", r"\%")  # crontab reads % as newline
+    return (
+        f"# lmbatch {job_path.name}: {spec.cron} in {spec.timezone}.\n"
+        f"# A late or repeated firing is harmless:\n{_IDEMPOTENT}"
+        "# CRON_TZ (cronie: Fedora, RHEL, Arch) applies to every entry below it. Debian and\n"
+        "# Ubuntu cron ignore it and fire on the system's clock: there, use the systemd timer or\n"
+        "# fire hourly (0 * * * *); runs before a period starts find the last one sent.\n"
+        f"CRON_TZ={spec.timezone}\n"
+        f"{cron} {command}\n"
+    )
+
+
+def on_calendar(cron: str, timezone: str) -> tuple[list[str], str]:
+    """systemd OnCalendar= values firing exactly when `cron` does, or ([], why not)."""
+    it = croniter(parse_cron(cron))
+    minute, hour, dom, month, dow = it.expanded
+    nth: dict[int, set[int]] = it.nth_weekday_of_month
+
+    def values(field: list[int | str]) -> str:
+        return "*" if field == ["*"] else ",".join(f"{v:02d}" for v in field)
+
+    def line(days: str, weekdays: list[int | str]) -> str:
+        names = "" if weekdays == ["*"] else ",".join(_SYSTEMD_WEEKDAYS[int(d)] for d in weekdays)
+        date_part = f"*-{values(month)}{days}"
+        return f"{names} {date_part}".strip() + f" {values(hour)}:{values(minute)}:00 {timezone}"
+
+    if "l" in dom:
+        if dom != ["l"] or dow != ["*"]:
+            return [], "a last day of the month (L) together with other days"
+        return [line("~01", ["*"])], ""  # systemd counts days from the month's end after "~"
+    if nth:
+        if dom != ["*"] or len(dow) != 1:
+            return [], "an nth weekday (#) together with other days"
+        # The nth weekday of a month falls on days 7n-6 to 7n.
+        return [
+            line(f"-{7 * n - 6:02d}..{min(7 * n, 31):02d}", dow) for n in sorted(nth[dow[0]])
+        ], ""
+    if dom != ["*"] and dow != ["*"]:
+        # cron fires when either day field matches, systemd when both do: one line for each.
+        return [line("-" + values(dom), ["*"]), line("-*", dow)], ""
+    return [line("-" + values(dom), dow)], ""
+
+
+def systemd_units(spec: ScheduleSpec, job_path: Path, lmbatch_cmd: str) -> tuple[str, str]:
+    """A oneshot service and a persistent timer (service text, timer text) running the job."""
+    load_zone(spec.timezone)
+    events, why_not = on_calendar(spec.cron, spec.timezone)
+    job = job_path.absolute()
+    unit = f"lmbatch-{job.stem}"
+    service = (
+        f"# {unit}.service, next to {unit}.timer in ~/.config/systemd/user/\n"
+        f"# (or /etc/systemd/system/); enable with: systemctl --user enable --now {unit}.timer\n"
+        "[Unit]\n"
+        f"Description=lmbatch campaign {job.name}\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        f"WorkingDirectory={job.parent}\n"
+        "# The API token comes from the environment, e.g. EnvironmentFile= naming a file that\n"
+        "# holds LEGALLYMAIL_TOKEN=... and is readable by this user only.\n"
+        + (
+            ""
+            if lmbatch_cmd.startswith("/")
+            else "# systemd before 239 needs an absolute path here.\n"
+        )
+        + f"ExecStart={_command(job_path, lmbatch_cmd).replace('%', '%%')}\n"
+    )
+    if events:
+        quoted = " ".join(shlex.quote(e) for e in events)
+        calendar = (
+            f"# cron {spec.cron!r} in {spec.timezone} (zones in OnCalendar= need systemd 235+);\n"
+            f"# check with: systemd-analyze calendar --iterations=5 {quoted}\n"
+            + "".join(f"OnCalendar={e}\n" for e in events)
+        )
+    else:
+        calendar = (
+            f"# OnCalendar= is left out rather than guessed: cron {spec.cron!r} uses\n"
+            f"# {why_not}, which systemd calendar events cannot express exactly.\n"
+            f"# Write it by hand (man systemd.time) in {spec.timezone} and check it with:\n"
+            "#   systemd-analyze calendar --iterations=5 '...'\n"
+        )
+    timer = (
+        "[Unit]\n"
+        f"Description=Schedule of lmbatch campaign {job.name}\n"
+        "\n"
+        "[Timer]\n"
+        f"{calendar}"
+        f"# A firing missed while the machine was off runs at boot; harmless, as\n{_IDEMPOTENT}"
+        "Persistent=true\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=timers.target\n"
+    )
+    return service, timer

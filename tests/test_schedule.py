@@ -5,27 +5,45 @@ Every test passes `now` explicitly; nothing here reads the wall clock or sleeps.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch.errors import InputError, JobFileError
-from batch.jobfile import ScheduleSpec
-from batch.schedule import granularity, next_fire_times, resolve_period
+from batch.errors import EXIT_LOCKED, InputError, JobFileError, LockHeld
+from batch.jobfile import ScheduleSpec, SendWindowSpec
+from batch.schedule import (
+    CampaignLock,
+    SendWindow,
+    crontab_line,
+    granularity,
+    next_fire_times,
+    on_calendar,
+    resolve_period,
+    systemd_units,
+)
 
 MADRID = ZoneInfo("Europe/Madrid")
 MONTHLY = ScheduleSpec(cron="0 9 1 * *", timezone="Europe/Madrid")
 
 
-def madrid(*args: int) -> datetime:
-    return datetime(*args, tzinfo=MADRID)  # type: ignore[misc]
+def madrid(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, s, tzinfo=MADRID)
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:
+    return datetime(y, mo, d, h, mi, s, tzinfo=UTC)
 
 
 # ---------------------------------------------------------------- periods
@@ -216,3 +234,309 @@ def test_period_starts_at_or_before_now_and_the_next_fire_is_after(
     # Idempotence: the period's own start, and the label written back, resolve to the same period.
     assert resolve_period(spec, period.start) == period
     assert resolve_period(spec, now, period.label) == period
+
+
+# ---------------------------------------------------------------- send window
+# 2026-11-20 is a Friday; 2026-03-29 and 2026-10-25 are Madrid's DST Sundays.
+
+OFFICE = ("mon-fri", "09:00-18:00")
+NIGHT = ("mon-fri", "22:00-06:00")
+
+
+def window(days: str, hours: str, zone: str = "Europe/Madrid") -> SendWindow:
+    return SendWindow(SendWindowSpec(days=days, hours=hours), zone)
+
+
+@pytest.mark.parametrize(
+    ("spec", "now", "is_open", "next_open", "closes_at"),
+    [
+        (OFFICE, madrid(2026, 11, 20, 9, 0), True, None, madrid(2026, 11, 20, 18, 0)),
+        (OFFICE, madrid(2026, 11, 20, 17, 59), True, None, madrid(2026, 11, 20, 18, 0)),
+        # Friday evening and the weekend wait for Monday morning
+        (OFFICE, madrid(2026, 11, 20, 18, 0), False, madrid(2026, 11, 23, 9, 0), None),
+        (OFFICE, madrid(2026, 11, 22, 12, 0), False, madrid(2026, 11, 23, 9, 0), None),
+        (OFFICE, madrid(2026, 11, 23, 8, 59), False, madrid(2026, 11, 23, 9, 0), None),
+        (OFFICE, utc(2026, 11, 23, 8, 0), True, None, madrid(2026, 11, 23, 18, 0)),
+        (
+            ("mon,wed,fri", "09:00-18:00"),
+            madrid(2026, 11, 17, 10),
+            False,
+            madrid(2026, 11, 18, 9),
+            None,
+        ),
+        (
+            ("fri-mon", "10:00-12:00"),
+            madrid(2026, 11, 24, 11),
+            False,
+            madrid(2026, 11, 27, 10),
+            None,
+        ),
+        (
+            ("fri-mon", "10:00-12:00"),
+            madrid(2026, 11, 23, 11),
+            True,
+            None,
+            madrid(2026, 11, 23, 12),
+        ),
+        # touching days merge: the weekend is one stretch
+        (("sat-sun", "00:00-24:00"), madrid(2026, 11, 21, 10), True, None, madrid(2026, 11, 23)),
+        (("sat-sun", "00:00-24:00"), madrid(2026, 11, 20, 23), False, madrid(2026, 11, 21), None),
+        # overnight spans belong to the day they open
+        (NIGHT, madrid(2026, 11, 20, 23, 0), True, None, madrid(2026, 11, 21, 6, 0)),
+        (NIGHT, madrid(2026, 11, 21, 5, 59), True, None, madrid(2026, 11, 21, 6, 0)),
+        (NIGHT, madrid(2026, 11, 21, 22, 0), False, madrid(2026, 11, 23, 22, 0), None),
+        (NIGHT, madrid(2026, 11, 23, 5, 0), False, madrid(2026, 11, 23, 22, 0), None),
+        (NIGHT, madrid(2026, 11, 24, 5, 0), True, None, madrid(2026, 11, 24, 6, 0)),
+        # DST: Saturday night across the fall-back lasts 9 hours, across the spring-forward 7
+        (("sat", "22:00-06:00"), utc(2026, 10, 24, 20, 0), True, None, utc(2026, 10, 25, 5, 0)),
+        (("sat", "22:00-06:00"), utc(2026, 3, 28, 21, 0), True, None, utc(2026, 3, 29, 4, 0)),
+        # opening inside the skipped hour opens at the jump (03:00 CEST)
+        (("sun", "02:30-05:00"), madrid(2026, 3, 29, 1, 0), False, utc(2026, 3, 29, 1, 0), None),
+        # a span wholly inside the skipped hour does not happen that day
+        (("sun", "02:00-02:45"), madrid(2026, 3, 28, 12), False, madrid(2026, 4, 5, 2, 0), None),
+        # a span ending in the repeated hour stays open until its second pass ends
+        (("sun", "00:00-02:30"), utc(2026, 10, 25, 1, 15), True, None, utc(2026, 10, 25, 1, 30)),
+        # office hours on the Monday after each change follow the new offset
+        (OFFICE, utc(2026, 3, 30, 7, 0), True, None, utc(2026, 3, 30, 16, 0)),
+        (OFFICE, utc(2026, 10, 26, 7, 59), False, utc(2026, 10, 26, 8, 0), None),
+    ],
+)
+def test_send_window(
+    spec: tuple[str, str],
+    now: datetime,
+    is_open: bool,
+    next_open: datetime | None,
+    closes_at: datetime | None,
+) -> None:
+    win = window(*spec)
+    assert win.is_open(now) is is_open
+    assert win.next_open(now).timestamp() == (next_open or now).timestamp()
+    assert win.closes_at(now).timestamp() == (closes_at or now).timestamp()  # type: ignore[union-attr]
+
+
+def test_an_always_open_window_never_closes() -> None:
+    win = window("mon-sun", "00:00-24:00")
+    now = madrid(2026, 11, 21, 3)
+    assert win.is_open(now)
+    assert win.next_open(now) == now
+    assert win.closes_at(now) is None
+
+
+@pytest.mark.parametrize(
+    ("days", "hours", "key"),
+    [
+        ("mon-fry", "09:00-18:00", "schedule.window.days"),
+        ("", "09:00-18:00", "schedule.window.days"),
+        ("mon,,fri", "09:00-18:00", "schedule.window.days"),
+        ("mon-fri", "9-18", "schedule.window.hours"),
+        ("mon-fri", "09:00-09:00", "schedule.window.hours"),
+        ("mon-fri", "24:00-06:00", "schedule.window.hours"),
+        ("mon-fri", "09:00-24:30", "schedule.window.hours"),
+        ("mon-fri", "09:60-18:00", "schedule.window.hours"),
+    ],
+)
+def test_invalid_window_names_its_key(days: str, hours: str, key: str) -> None:
+    with pytest.raises(JobFileError) as info:
+        window(days, hours)
+    assert info.value.key == key
+
+
+def test_window_days_accept_full_names_and_any_case() -> None:
+    assert window("Monday-WED, sat", "09:00-18:00").days == {0, 1, 2, 5}
+
+
+def wall_clock_says_open(days: frozenset[int], start: int, end: int, local: datetime) -> bool:
+    minute, weekday = local.hour * 60 + local.minute, local.weekday()
+    if start < end:
+        return weekday in days and start <= minute < end
+    return (weekday in days and minute >= start) or ((weekday - 1) % 7 in days and minute < end)
+
+
+DAY_SPECS = ["mon-fri", "sat-sun", "fri-mon", "mon,wed,fri", "sun", "mon-sun"]
+HOURS = ["09:00-18:00", "22:00-06:00", "00:00-24:00", "01:30-02:30", "02:15-03:00", "23:00-01:00"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    days=st.sampled_from(DAY_SPECS),
+    hours=st.sampled_from(HOURS),
+    zone=st.sampled_from(["Europe/Madrid", "America/New_York", "Australia/Lord_Howe"]),
+    now=MOMENTS,
+)
+def test_window_reads_the_wall_clock_and_its_edges_agree(
+    days: str, hours: str, zone: str, now: datetime
+) -> None:
+    win = window(days, hours, zone)
+    local = now.astimezone(ZoneInfo(zone))
+    assert win.is_open(now) == wall_clock_says_open(win.days, win.start, win.end, local)
+    # Arithmetic in UTC: on an aware datetime, `- timedelta` moves the wall clock, which can
+    # land in a skipped hour.
+    opens = win.next_open(now).astimezone(UTC)
+    assert opens.timestamp() >= now.timestamp()
+    assert win.is_open(opens)
+    assert opens == now or not win.is_open(opens - timedelta(seconds=1))
+    closes = win.closes_at(opens)
+    if closes is not None:
+        closes = closes.astimezone(UTC)
+        assert closes.timestamp() > opens.timestamp()
+        assert not win.is_open(closes)
+        assert win.is_open(closes - timedelta(seconds=1))
+
+
+# ---------------------------------------------------------------- campaign lock
+
+HOLDER = """
+import sys
+from pathlib import Path
+from batch.schedule import CampaignLock
+lock = CampaignLock(Path(sys.argv[1]))
+lock.acquire()
+print("locked", flush=True)
+if sys.argv[2] == "crash":
+    import os
+    os._exit(9)  # dies holding the lock: no release, file left with our pid
+sys.stdin.read()  # hold until the test closes our stdin
+lock.release()
+"""
+
+
+@contextmanager
+def holder(path: Path, mode: str = "hold") -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the lock; leaving the block closes its stdin and reaps it."""
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), mode],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+    ) as child:
+        assert child.stdout is not None
+        assert child.stdout.readline() == "locked\n"  # blocks until the child holds the lock
+        yield child
+
+
+def test_second_run_is_refused_naming_the_holder(tmp_path: Path) -> None:
+    path = tmp_path / "out" / "rent-2026-11" / ".lock"
+    with holder(path) as child:
+        with pytest.raises(LockHeld) as info, CampaignLock(path):
+            pass
+        assert f"pid {child.pid}" in str(info.value)
+        assert "started 20" in str(info.value)
+        assert f"kill {child.pid}" in (info.value.hint or "")
+        assert info.value.exit_code == EXIT_LOCKED == 4
+    with CampaignLock(path) as lock:  # released by the holder: free again
+        assert lock.stale_previous is None
+
+
+def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / ".lock"
+    with holder(path, "crash") as child:
+        assert child.wait(timeout=10) == 9
+    with CampaignLock(path) as lock:
+        assert lock.stale_previous is not None
+        assert lock.stale_previous.pid == child.pid
+        assert f"pid {child.pid}" in str(lock.stale_previous)
+
+
+def test_lock_file_written_by_hand_is_taken_over(tmp_path: Path) -> None:
+    path = tmp_path / ".lock"
+    path.write_text("garbage from an older version")
+    with CampaignLock(path) as lock:
+        assert lock.stale_previous is not None
+        assert lock.stale_previous.pid is None
+
+
+def test_lock_records_its_owner_and_is_released_on_exit(tmp_path: Path) -> None:
+    path = tmp_path / ".lock"
+    started = utc(2026, 11, 1, 8, 0, 3)
+    with CampaignLock(path, clock=lambda: started):
+        owner = json.loads(path.read_text())
+        assert owner["pid"] == os.getpid()
+        assert owner["started"] == "2026-11-01T08:00:03+00:00"
+        with pytest.raises(LockHeld):  # flock is per open file: a second open conflicts too
+            CampaignLock(path).acquire()
+    assert path.read_text() == ""  # released cleanly: nothing stale for the next run
+    with pytest.raises(RuntimeError), CampaignLock(path):
+        raise RuntimeError("the run failed")
+    with CampaignLock(path) as lock:  # an exception still releases it
+        assert lock.stale_previous is None
+
+
+# ---------------------------------------------------------------- cron and systemd snippets
+
+
+def test_crontab_line_sets_the_zone_and_the_window_flag(tmp_path: Path) -> None:
+    job = tmp_path / "rent 100%.yaml"
+    text = crontab_line(MONTHLY, job, "/opt/lmbatch/bin/lmbatch")
+    lines = text.splitlines()
+    assert "CRON_TZ=Europe/Madrid" in lines
+    entry = lines[-1]
+    assert entry.startswith("0 9 1 * * /opt/lmbatch/bin/lmbatch run ")
+    assert entry.endswith(" --exit-outside-window")
+    assert r"100\%" in entry  # cron turns a bare % into a newline
+    assert shlex.split(entry.replace(r"\%", "%"))[7] == str(job)
+    assert "harmless" in text
+
+
+@pytest.mark.parametrize(
+    ("cron", "events"),
+    [
+        ("0 9 1 * *", ["*-*-01 09:00:00 Europe/Madrid"]),
+        ("*/30 9-10 * * 1-5", ["Mon,Tue,Wed,Thu,Fri *-*-* 09,10:00,30:00 Europe/Madrid"]),
+        ("0 9 L * *", ["*-*~01 09:00:00 Europe/Madrid"]),
+        ("0 9 * * 5#3", ["Fri *-*-15..21 09:00:00 Europe/Madrid"]),
+        ("0 9 1 jan,jul *", ["*-01,07-01 09:00:00 Europe/Madrid"]),
+        ("@weekly", ["Sun *-*-* 00:00:00 Europe/Madrid"]),
+        # cron ORs the day fields, systemd ANDs them: one event for each
+        ("0 9 1 * mon", ["*-*-01 09:00:00 Europe/Madrid", "Mon *-*-* 09:00:00 Europe/Madrid"]),
+    ],
+)
+def test_cron_translates_to_on_calendar(cron: str, events: list[str]) -> None:
+    assert on_calendar(cron, "Europe/Madrid") == (events, "")
+
+
+def test_systemd_units_run_the_job_with_a_persistent_timer(tmp_path: Path) -> None:
+    service, timer = systemd_units(MONTHLY, tmp_path / "rent.yaml", "/usr/bin/lmbatch")
+    assert "Type=oneshot" in service
+    assert (
+        f"ExecStart=/usr/bin/lmbatch run {tmp_path / 'rent.yaml'} --exit-outside-window" in service
+    )
+    assert "OnCalendar=*-*-01 09:00:00 Europe/Madrid" in timer.splitlines()
+    assert "Persistent=true" in timer.splitlines()
+
+
+def test_untranslatable_cron_says_so_instead_of_guessing(tmp_path: Path) -> None:
+    spec = ScheduleSpec(cron="0 9 L * mon", timezone="Europe/Madrid")
+    _, timer = systemd_units(spec, tmp_path / "rent.yaml", "lmbatch")
+    assert "OnCalendar=" not in "".join(line for line in timer.splitlines() if line[:1] != "#")
+    assert "left out rather than guessed" in timer
+    assert "Persistent=true" in timer
+
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("cron", ["0 9 1 * *", "*/30 9-10 * * 1-5", "0 9 L * *", "0 9 * * 5#3"])
+def test_systemd_agrees_with_croniter_on_the_next_fire_times(cron: str) -> None:
+    (event,), _ = on_calendar(cron, "Europe/Madrid")
+    # systemd-analyze only counts from the real clock, so compare against ours from a moment
+    # before it runs; a fire falling between the two would shift systemd's list by one.
+    now = datetime.now(UTC)
+    out = subprocess.run(
+        [str(SYSTEMD_ANALYZE), "calendar", "--iterations=3", event],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "TZ": "UTC"},
+    ).stdout
+    theirs = [
+        datetime.strptime(line.split(": ", 1)[1][4:], "%Y-%m-%d %H:%M:%S UTC").replace(tzinfo=UTC)
+        for line in out.splitlines()
+        if line.strip().startswith(("Next elapse:", "Iter. #"))
+    ]
+    ours = [
+        t.astimezone(UTC)
+        for t in next_fire_times(ScheduleSpec(cron=cron, timezone="Europe/Madrid"), now, 4)
+    ]
+    assert theirs in (ours[:3], ours[1:])
