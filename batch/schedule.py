@@ -181,7 +181,8 @@ def resolve_period(spec: ScheduleSpec, now: datetime, explicit: str | None = Non
     if explicit is None:
         wall = _latest_wall(cron, tz, now_utc)
         return Period(start=_instant(wall, tz), label=period_label(wall, unit))
-    wall = _explicit_wall(cron, unit, explicit.strip(), spec)
+    explicit = explicit.strip()
+    wall = _explicit_wall(cron, unit, explicit, spec)
     start = _instant(wall, tz)
     if start > now_utc:
         current = period_label(_latest_wall(cron, tz, now_utc), unit)
@@ -312,6 +313,7 @@ class SendWindow:
     An overnight span (end before start, e.g. "22:00-06:00") belongs to the day it opens:
     `days: fri` with `hours: 22:00-06:00` is open from Friday 22:00 to Saturday 06:00, and not
     on Friday 00:00-06:00. Spans of consecutive days that touch ("00:00-24:00") merge.
+    Times returned are aware in the schedule's zone: subtract them in UTC (see module doc).
     """
 
     def __init__(self, spec: SendWindowSpec, timezone: str) -> None:
