@@ -1,8 +1,9 @@
 """A LegallyMail-compatible API server on loopback, for tests, the demo and trying a job.
 
 Start it with `running_sandbox(config)` (a real uvicorn server in a thread), `serve(config)`
-(foreground, `lmbatch sandbox`), or mount `create_app(config)` in-process with
-`httpx.ASGITransport` / Starlette's `TestClient`. It serves every documented endpoint with the
+(foreground, `lmbatch sandbox`), or `in_process_sandbox(config)` (no socket: its
+`transport` is an `InProcessTransport` for a plain httpx.Client; `create_app` also mounts in
+httpx.ASGITransport or Starlette's TestClient). It serves every documented endpoint with the
 documented aliases, shapes and error codes; `GET /_sandbox/log`, `/_sandbox/stats`,
 `/_sandbox/requests` and `GET|POST /_sandbox/faults` sit outside the API (no token, no limit).
 Certificate links (/emails/download-certificate, /dashboard/...) need no token either.
@@ -38,18 +39,26 @@ from batch.sandbox.app import create_app
 from batch.sandbox.clock import FakeClock
 from batch.sandbox.config import FAULT_KINDS, SandboxConfig, parse_faults, parse_rate
 from batch.sandbox.faults import Faults, LostResponse
-from batch.sandbox.server import RunningSandbox, running_sandbox, serve
+from batch.sandbox.server import (
+    InProcessTransport,
+    RunningSandbox,
+    in_process_sandbox,
+    running_sandbox,
+    serve,
+)
 from batch.sandbox.state import SandboxState
 
 __all__ = [
     "FAULT_KINDS",
     "FakeClock",
     "Faults",
+    "InProcessTransport",
     "LostResponse",
     "RunningSandbox",
     "SandboxConfig",
     "SandboxState",
     "create_app",
+    "in_process_sandbox",
     "parse_faults",
     "parse_rate",
     "running_sandbox",

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import anyio.from_thread
 import httpx
 import uvicorn
 from starlette.applications import Starlette
@@ -37,6 +38,8 @@ class RunningSandbox:
     state: SandboxState
     config: SandboxConfig
     app: Starlette
+    # Set for an in-process sandbox: hand it to httpx.Client(transport=...); None on a socket.
+    transport: httpx.BaseTransport | None = None
 
     @property
     def headers(self) -> dict[str, str]:
@@ -45,7 +48,35 @@ class RunningSandbox:
 
     def client(self, **options: Any) -> httpx.Client:
         """An httpx client pointed at this sandbox with the token set; the caller closes it."""
+        options.setdefault("transport", self.transport)
         return httpx.Client(base_url=self.base_url, headers=self.headers, **options)
+
+
+class InProcessTransport(httpx.BaseTransport):
+    """A synchronous httpx transport that calls an ASGI app directly, without a socket.
+
+    httpx.ASGITransport is async-only; this runs it in an anyio portal so a plain
+    httpx.Client works. App exceptions reach the caller (LostResponse included).
+    """
+
+    def __init__(self, app: Starlette, client: tuple[str, int] = ("127.0.0.1", 50000)) -> None:
+        self._inner = httpx.ASGITransport(app=app, client=client)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Run one request through the app and return the fully read response."""
+
+        async def call() -> httpx.Response:
+            response = await self._inner.handle_async_request(request)
+            content = await response.aread()
+            return httpx.Response(
+                response.status_code,
+                headers=response.headers,
+                content=content,
+                extensions=response.extensions,
+            )
+
+        with anyio.from_thread.start_blocking_portal() as portal:
+            return portal.call(call)
 
 
 class _HideLostResponses(logging.Filter):
@@ -120,6 +151,19 @@ def running_sandbox(config: SandboxConfig | None = None) -> Iterator[RunningSand
             server.should_exit = True
             thread.join(STOP_TIMEOUT)
             sock.close()
+    finally:
+        state.close()
+
+
+@contextmanager
+def in_process_sandbox(config: SandboxConfig | None = None) -> Iterator[RunningSandbox]:
+    """A sandbox without a socket: `client()` and `transport` call the app directly."""
+    config = config if config is not None else SandboxConfig()
+    state = SandboxState(config)
+    try:
+        app = create_app(config, state)
+        transport = InProcessTransport(app)
+        yield RunningSandbox("http://sandbox.test", state.token, state, config, app, transport)
     finally:
         state.close()
 

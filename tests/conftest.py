@@ -1,0 +1,78 @@
+"""Shared fixtures: LegallyMail sandboxes on loopback (real uvicorn) and in-process.
+
+sandbox               a running sandbox: token "test-token", 10 requests per 2 s, delivered
+                      after 0.2 s, read after 0.5 s, no faults
+sandbox_factory       start more, e.g. `sandbox_factory(clock=fake_clock, rate_limit=100)`
+                      or `sandbox_factory(SandboxConfig(...))`; all stop at test end
+in_process_sandbox    the same app without a socket (`sb.client()`, `sb.transport`)
+fake_clock            a FakeClock to pass as `clock=`; `fake_clock.advance(seconds)`
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from batch.sandbox import FakeClock, RunningSandbox, SandboxConfig, running_sandbox
+from batch.sandbox import in_process_sandbox as start_in_process
+
+TEST_TOKEN = "test-token"
+
+SandboxFactory = Callable[..., RunningSandbox]
+
+
+def fast_config(**overrides: Any) -> SandboxConfig:
+    """A sandbox config scaled for tests: a 2 s window and sub-second status progression."""
+    base = SandboxConfig(
+        token=TEST_TOKEN,
+        rate_limit=10,
+        rate_window=2.0,
+        delivered_after=0.2,
+        read_after=0.5,
+        slow_seconds=0.5,
+    )
+    return replace(base, **overrides)
+
+
+@pytest.fixture
+def fake_clock() -> FakeClock:
+    """A clock that moves only when the test says so."""
+    return FakeClock()
+
+
+@pytest.fixture
+def sandbox_factory() -> Iterator[SandboxFactory]:
+    """Start real sandboxes with `fast_config` plus overrides; each stops when the test ends."""
+    with ExitStack() as stack:
+
+        def start(config: SandboxConfig | None = None, **overrides: Any) -> RunningSandbox:
+            chosen = (
+                replace(config, **overrides) if config is not None else fast_config(**overrides)
+            )
+            return stack.enter_context(running_sandbox(chosen))
+
+        yield start
+
+
+@pytest.fixture
+def sandbox(sandbox_factory: SandboxFactory) -> RunningSandbox:
+    """A real sandbox on 127.0.0.1 with the fast test config."""
+    return sandbox_factory()
+
+
+@pytest.fixture
+def in_process_sandbox() -> Iterator[SandboxFactory]:
+    """Build socket-less sandboxes (same config rules as `sandbox_factory`)."""
+    with ExitStack() as stack:
+
+        def start(config: SandboxConfig | None = None, **overrides: Any) -> RunningSandbox:
+            chosen = (
+                replace(config, **overrides) if config is not None else fast_config(**overrides)
+            )
+            return stack.enter_context(start_in_process(chosen))
+
+        yield start
