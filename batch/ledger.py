@@ -132,9 +132,9 @@ class Ledger:
             raise LedgerError(f"{folder}: cannot open the ledger: {err}") from err
         self._closed = False
         with self._locked():
-            self._base, self._write_id = _read_parquet(self._parquet)
-            self._delta: dict[str, Row] = {}
-            self._replay(_read_journal(self._journal))
+            base, self._write_id = _read_parquet(self._parquet)
+            self._state = _State(base)
+            self._state.replay(_read_journal(self._journal))
         self._frame: pl.DataFrame | None = None
         self._since = 0
         self._last_checkpoint = clock()
@@ -166,13 +166,12 @@ class Ledger:
     def frame(self) -> pl.DataFrame:
         """The current state: SCHEMA columns then extras, one row per key, sorted by key."""
         if self._frame is None:
-            self._frame = _fold(self._base, self._delta)
+            self._frame = self._state.fold()
         return self._frame
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The current row of `key` as a dict, or None when the ledger does not hold it."""
-        row = self._delta.get(key)
-        return dict(row) if row is not None else _lookup(self._base, key)
+        return self._state.row(key)
 
     def keys_with_status(self, *statuses: str) -> pl.DataFrame:
         """The rows whose status is one of `statuses`."""
@@ -182,12 +181,14 @@ class Ledger:
         """The candidates still to send: key absent from the ledger or its status pending."""
         if "key" not in candidates.columns:
             raise LedgerError("plan(): the candidates have no 'key' column")
-        settled = self.frame().filter(pl.col("status") != PENDING).select("key")
-        keys = pl.col("key").cast(pl.String)
+        # Lazy, so only the key and status columns of the ledger are touched.
+        settled = self.frame().lazy().filter(pl.col("status") != PENDING).select(__key="key")
         return (
-            candidates.with_columns(keys.alias("__key"))
-            .join(settled.rename({"key": "__key"}), on="__key", how="anti", maintain_order="left")
+            candidates.lazy()
+            .with_columns(__key=pl.col("key").cast(pl.String))
+            .join(settled, on="__key", how="anti", maintain_order="left")
             .drop("__key")
+            .collect()
         )
 
     def counts(self) -> dict[str, int]:
@@ -411,9 +412,10 @@ class Ledger:
         return value
 
     def _dtype(self, column: str) -> pl.DataType | None:
-        if column in self._base.schema:
-            return self._base.schema[column]
-        values = [row[column] for row in self._delta.values() if row.get(column) is not None]
+        if column in self._state.base.schema:
+            return self._state.base.schema[column]
+        delta = self._state.delta.values()
+        values = [row[column] for row in delta if row.get(column) is not None]
         return _infer(values) if values else None
 
     def _record(self, kind: str, rows: dict[str, Row], **payload: Any) -> None:
@@ -430,39 +432,31 @@ class Ledger:
                 os.fdatasync(self._journal_fd)
             except OSError as err:
                 raise LedgerError(f"{self._journal}: cannot append: {err}") from err
-        self._apply(rows)
+        self._state.apply(rows)
+        self._frame = None
         self._since += 1
         elapsed = (self._now() - self._last_checkpoint).total_seconds()
         if self._since >= self._every or elapsed >= self._seconds:
             self.checkpoint()
 
-    def _apply(self, rows: dict[str, Row]) -> None:
-        for key, fields in rows.items():
-            row = self._delta.get(key) or _lookup(self._base, key) or {"key": key, "attempts": 0}
-            self._delta[key] = row | fields
-        self._frame = None
-
-    def _replay(self, events: Iterable[dict[str, Any]]) -> None:
-        for event in events:
-            rows = event["rows"]
-            self._apply({k: {c: _decode(v) for c, v in f.items()} for k, f in rows.items()})
-
     def _checkpoint(self, new_rows: pl.DataFrame | None) -> None:
         """Fold disk state (+ `new_rows` where the key is absent) into a fresh parquet."""
         self._now()  # refuses a closed ledger
         with self._locked():
+            base = self._state.base
             if _write_id(self._parquet) != self._write_id:  # another process checkpointed
-                self._base, self._write_id = _read_parquet(self._parquet)
-            self._delta = {}
-            self._replay(_read_journal(self._journal))
-            state = _fold(self._base, self._delta)
+                base, self._write_id = _read_parquet(self._parquet)
+            # Our own events are in the journal too, with everyone else's, in append order.
+            self._state = _State(base)
+            self._state.replay(_read_journal(self._journal))
+            folded = self._state.fold()
+            grew = False
             if new_rows is not None:
-                new_rows = new_rows.filter(~pl.col("key").is_in(state["key"].implode()))
-            if self._delta or (new_rows is not None and new_rows.height) or not self._write_id:
-                if new_rows is not None:
-                    state = _merge(state, new_rows.sort("key"))
-                self._write_id = _write_parquet(state, self._parquet)
-                self._base, self._delta = state, {}
+                new_rows = new_rows.filter(~pl.col("key").is_in(folded["key"].implode()))
+                folded, grew = _merge(folded, new_rows), new_rows.height > 0
+            if self._state.delta or grew or not self._write_id:
+                self._write_id = _write_parquet(folded, self._parquet)
+                self._state = _State(folded)
                 _truncate_journal(self._journal_fd, self._journal)
         self._frame = None
         self._since = 0
@@ -480,12 +474,9 @@ def read_ledger(folder: Path) -> pl.DataFrame:
             fcntl.flock(fd, fcntl.LOCK_SH)  # a checkpoint cannot swap files under us
         base, _ = _read_parquet(folder / PARQUET_NAME)
         events = _read_journal(folder / JOURNAL_NAME)
-    delta: dict[str, Row] = {}
-    for event in events:
-        for key, fields in event["rows"].items():
-            row = delta.get(key) or _lookup(base, key) or {"key": key, "attempts": 0}
-            delta[key] = row | {c: _decode(v) for c, v in fields.items()}
-    return _fold(base, delta)
+    state = _State(base)
+    state.replay(events)
+    return state.fold()
 
 
 # -- frames ------------------------------------------------------------------------------
@@ -536,29 +527,78 @@ def _schema_of(*frames: pl.DataFrame) -> dict[str, pl.DataType]:
 
 
 def _merge(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
-    """Two frames sorted by distinct keys, merged and still sorted."""
+    """`base` plus rows of keys it does not hold, still sorted by key."""
+    if not new.height:
+        return base
+    if not new["key"].is_sorted():
+        new = new.sort("key")
     schema = _schema_of(base, new)
-    merged = _conform(base, schema).merge_sorted(_conform(new, schema), key="key")
+    merged = pl.concat([_conform(base, schema), _conform(new, schema)])
+    if base.height and new["key"].min() <= base["key"].max():  # type: ignore[operator]
+        merged = merged.sort("key")  # otherwise appending kept the order: no sort needed
     return merged.with_columns(pl.col("attempts").fill_null(0)).set_sorted("key")
 
 
-def _fold(base: pl.DataFrame, delta: dict[str, Row]) -> pl.DataFrame:
-    """`base` with the rows of `delta` (full rows) replacing or joining it."""
-    if not delta:
-        return base
-    keys = sorted(delta)  # code-point order == polars' UTF-8 byte order
-    columns = dict.fromkeys(c for k in keys for c in delta[k])
-    data: dict[str, pl.Series] = {}
-    for column in columns:
-        values = [delta[k].get(column) for k in keys]
-        dtype = base.schema.get(column) or _infer(values)
-        try:
-            data[column] = pl.Series(column, values, dtype=dtype, strict=True)
-        except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as err:
-            raise LedgerError(f"ledger column {column!r} holds mixed types: {err}") from err
-    changed = pl.DataFrame(data)
-    kept = base.filter(~pl.col("key").is_in(changed["key"].implode()))
-    return _merge(kept, changed)
+class _State:
+    """A checkpointed frame plus the whole rows that events since then have touched."""
+
+    def __init__(self, base: pl.DataFrame) -> None:
+        self.base = base
+        self.delta: dict[str, Row] = {}
+        self.touched: set[str] = set()  # columns those events set: only they need folding
+
+    def row(self, key: str) -> Row | None:
+        """The current row of `key`, a copy."""
+        row = self.delta.get(key)
+        return dict(row) if row is not None else _lookup(self.base, key)
+
+    def apply(self, rows: dict[str, Row]) -> None:
+        """Apply one event: each key's row takes the values the event sets."""
+        for key, fields in rows.items():
+            row = self.delta.get(key) or _lookup(self.base, key) or {"key": key, "attempts": 0}
+            self.delta[key] = row | fields
+            self.touched.update(fields)
+
+    def replay(self, events: Iterable[dict[str, Any]]) -> None:
+        """Apply journal events as read from disk."""
+        for event in events:
+            rows = event["rows"]
+            self.apply({k: {c: _decode(v) for c, v in f.items()} for k, f in rows.items()})
+
+    def fold(self) -> pl.DataFrame:
+        """The base with the touched rows written in; the base itself if nothing changed."""
+        if not self.delta:
+            return self.base
+        base, keys = self.base, sorted(self.delta)  # code-point order == UTF-8 byte order
+        data: dict[str, pl.Series] = {}
+        for column in ["key", "attempts", *sorted(self.touched - {"key", "attempts"})]:
+            values = [self.delta[k].get(column) for k in keys]
+            dtype = base.schema.get(column) or _infer(values)
+            try:
+                data[column] = pl.Series(column, values, dtype=dtype, strict=True)
+            except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as err:
+                raise LedgerError(f"ledger column {column!r} holds mixed types: {err}") from err
+        changed = pl.DataFrame(data)
+        # Rows already in the base are patched in place (a scatter per touched column) rather
+        # than re-sorting 900k strings: that is what keeps checkpoints cheap.
+        at = base["key"].search_sorted(changed["key"])
+        assert isinstance(at, pl.Series)
+        found = at < base.height
+        if base.height:
+            found &= base["key"].gather(at.clip(0, base.height - 1)) == changed["key"]
+        old, positions = changed.filter(found), at.filter(found)
+        patched = base
+        if old.height:
+            patched = base.with_columns(
+                (
+                    base[c]
+                    if c in base.columns
+                    else pl.repeat(None, base.height, dtype=s.dtype, eager=True).alias(c)
+                ).scatter(positions, s)
+                for c, s in old.to_dict().items()
+                if c != "key"
+            )
+        return _merge(_conform(patched, _schema_of(patched)), changed.filter(~found))
 
 
 # -- files -------------------------------------------------------------------------------

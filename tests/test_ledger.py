@@ -504,6 +504,7 @@ def test_any_history_survives_reopening(
             if journal.stat().st_size > size:
                 before_last_line = before
         expected = ledger.frame()
+        assert expected["key"].is_sorted() and expected["key"].is_unique().all()
 
         if ending == "close":
             ledger.close()
