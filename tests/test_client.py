@@ -22,6 +22,9 @@ from batch.errors import (
     Unreachable,
 )
 from batch.pacing import FakeClock, SlidingWindowLimiter
+from batch.sandbox import RunningSandbox
+
+SandboxFactory = Callable[..., RunningSandbox]
 
 TOKEN = "tok-5ecret-XYZ"
 BASE = "https://api.test"
@@ -478,3 +481,59 @@ def test_the_client_closes_as_a_context_manager(rig: Callable[..., Rig]) -> None
         client.send_email({})
     with pytest.raises(RuntimeError):
         r.client.send_email({})
+
+
+# --- against the sandbox, over a real socket on 127.0.0.1 -------------------------------------
+
+
+def sandbox_client(
+    sb: RunningSandbox, limit: int, window: float, **kw: Any
+) -> tuple[LegallyMailClient, list[RequestEvent]]:
+    events: list[RequestEvent] = []
+    limiter = SlidingWindowLimiter(limit, window)
+    client = LegallyMailClient(
+        sb.base_url, sb.token, limiter=limiter, on_request=events.append, **kw
+    )
+    return client, events
+
+
+def test_sandbox_a_paced_stream_gets_no_429(sandbox_factory: SandboxFactory) -> None:
+    sb = sandbox_factory(rate_limit=5, rate_window=0.5)
+    client, events = sandbox_client(sb, 5, 0.5)
+    with client:
+        sent = [client.send_email(email_payload(i)) for i in range(12)]
+        detail = client.email(sent[0]["tracking_id"])
+    assert [e.status for e in events] == [200] * 13
+    assert detail["tracking_id"] == sent[0]["tracking_id"]
+    assert sb.state.request_count(429) == 0
+
+
+def test_sandbox_a_lost_response_is_in_doubt_and_not_resent(sandbox: RunningSandbox) -> None:
+    client, events = sandbox_client(sandbox, 10, 2.0)
+    sandbox.state.faults.force("lost_response")
+    with client, pytest.raises(MaybeProcessed) as err:
+        client.send_email(email_payload(1))
+    assert isinstance(err.value.__cause__, httpx.RemoteProtocolError)
+    assert [e.error for e in events] == ["remote_protocol_error"]
+    assert sandbox.state.stats()["emails"] == 1  # it did happen: the runner must reconcile
+
+
+def test_sandbox_a_slow_answer_is_in_doubt(sandbox_factory: SandboxFactory) -> None:
+    sb = sandbox_factory(slow_seconds=0.5)
+    client, events = sandbox_client(sb, 10, 2.0, timeout=0.1)
+    sb.state.faults.force("slow")
+    with client, pytest.raises(MaybeProcessed):
+        client.send_email(email_payload(1))
+    assert [e.error for e in events] == ["read_timeout"]
+
+
+def test_sandbox_a_wrong_token_is_an_auth_error(sandbox: RunningSandbox) -> None:
+    limiter = SlidingWindowLimiter(10, 2.0)
+    client = LegallyMailClient(sandbox.base_url, "wrong", limiter=limiter)
+    with client, pytest.raises(AuthError) as err:
+        client.info()
+    assert err.value.status == 401 and err.value.endpoint == "GET /api/info"
+
+
+def email_payload(i: int) -> dict[str, Any]:
+    return {"recipient": f"r{i}@example.com", "subject": f"S{i}", "message": "<p>hi</p>"}

@@ -26,6 +26,7 @@ from batch.pacing import (
     SystemClock,
     default_state_dir,
 )
+from batch.sandbox import RunningSandbox
 
 Limiter = SlidingWindowLimiter | HostLimiter
 _keys = count()
@@ -390,36 +391,61 @@ def test_waiters_of_dead_processes_are_dropped(
 # --- two real processes -----------------------------------------------------------------------
 
 CHILD = """
-import json, random, sys, time
+import contextlib, json, random, sys, time
 from pathlib import Path
+from batch.client import LegallyMailClient
 from batch.pacing import HostLimiter
 
-state_dir, limit, window, n, seed = sys.argv[1:]
+state_dir, limit, window, n, seed, base_url, token = sys.argv[1:]
 limiter = HostLimiter(int(limit), float(window), key="two-procs", state_dir=Path(state_dir))
 rng = random.Random(int(seed))
+spans = []
+
+class Recorded:
+    # The limiter as the client sees it, noting when each admitted request starts and ends.
+    def __init__(self, inner):
+        self.inner, self.requests = inner, 0
+        self.penalize, self.used, self.next_free_in = inner.penalize, inner.used, inner.next_free_in
+
+    @contextlib.contextmanager
+    def slot(self):
+        with self.inner.slot():
+            start = time.monotonic()
+            try:
+                yield
+            finally:
+                spans.append((start, time.monotonic()))
+
+if base_url:  # real requests to the sandbox; a 429 would raise (one attempt) and fail the test
+    client = LegallyMailClient(base_url, token, limiter=Recorded(limiter), attempts=1)
+    request = client.info
+else:  # a stand-in request of random duration
+    recorded = Recorded(limiter)
+    def request():
+        with recorded.slot():
+            time.sleep(rng.uniform(0, 0.004))
+
 print("ready", flush=True)
 sys.stdin.readline()
-spans = []
 for _ in range(int(n)):
-    with limiter.slot():
-        start = time.monotonic()
-        time.sleep(rng.uniform(0, 0.004))  # the request itself
-        end = time.monotonic()
-    spans.append((start, end))
+    request()
 print(json.dumps(spans), flush=True)
 """
 
+Spans = list[tuple[float, float]]
+TwoProcesses = Callable[[int, float, int, str, str], tuple[Spans, Spans]]
+
 
 @pytest.fixture
-def two_processes(tmp_path: Path) -> Iterator[Callable[[int, float, int], list[list[float]]]]:
+def two_processes(tmp_path: Path) -> Iterator[TwoProcesses]:
     procs: list[subprocess.Popen[str]] = []
 
-    def start(limit: int, window: float, n: int) -> list[list[float]]:
-        args = [str(tmp_path), str(limit), str(window), str(n)]
+    def start(limit: int, window: float, n: int, url: str, token: str) -> tuple[Spans, Spans]:
         for seed in (1, 2):
+            args = [tmp_path, limit, window, n, seed, url, token]
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-c", CHILD, *args, str(seed)],
+                    [sys.executable, "-c", CHILD, *map(str, args)],
                     stdin=subprocess.PIPE,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -433,7 +459,8 @@ def two_processes(tmp_path: Path) -> Iterator[Callable[[int, float, int], list[l
             proc.stdin.flush()
         outputs = [proc.communicate(timeout=60)[0] for proc in procs]
         assert [proc.returncode for proc in procs] == [0, 0]
-        return [json.loads(out) for out in outputs]
+        first, second = ([(s, e) for s, e in json.loads(out)] for out in outputs)
+        return first, second
 
     yield start
     for proc in procs:
@@ -442,14 +469,21 @@ def two_processes(tmp_path: Path) -> Iterator[Callable[[int, float, int], list[l
             proc.wait()
 
 
+@pytest.mark.parametrize("against", ["stand-in requests", "the sandbox"])
 def test_two_processes_share_the_limit_fully_and_fairly(
-    two_processes: Callable[[int, float, int], list[list[list[float]]]],
+    two_processes: TwoProcesses, sandbox_factory: Callable[..., RunningSandbox], against: str
 ) -> None:
     # A 1 s window keeps scheduler wake-up jitter (ms) small against it even on a busy CI.
     limit, window, n = 5, 1.0, 15
-    first, second = two_processes(limit, window, n)
-    spans = sorted((s, e) for s, e in first + second)
+    url = token = ""
+    if against == "the sandbox":
+        sandbox = sandbox_factory(rate_limit=limit, rate_window=window)
+        url, token = sandbox.base_url, sandbox.token
+    first, second = two_processes(limit, window, n, url, token)
+    spans = sorted(first + second)
     assert len(first) == len(second) == n
+    if against == "the sandbox":
+        assert sandbox.state.request_count(429) == 0
 
     assert max_overlap(spans, window) <= limit
 
@@ -457,13 +491,12 @@ def test_two_processes_share_the_limit_fully_and_fairly(
     # predecessor: the ideal time for the rest is (2n - limit) / limit windows.
     elapsed = spans[-1][0] - spans[0][0]
     utilization = (2 * n - limit) / limit * window / elapsed
-    owner = "".join("a" if (s, e) in map(tuple, first) else "b" for s, e in spans)
-    print(f"two-process utilization {utilization:.3f} turns {owner}")
+    owner = "".join("a" if span in first else "b" for span in spans)
+    print(f"two-process utilization {utilization:.3f} ({against}), turns {owner}")
     assert utilization >= 0.95, f"{utilization:.3f}"
 
     # Fair turns: neither process waits for the other to finish its whole run.
-    last_first, last_second = first[-1][0], second[-1][0]
-    assert abs(last_first - last_second) <= 2 * window
+    assert abs(first[-1][0] - second[-1][0]) <= 2 * window
 
 
 def test_host_limiter_accepts_the_rate_limiter_protocol(host: Callable[..., HostLimiter]) -> None:
