@@ -131,6 +131,7 @@ class Ledger:
         except OSError as err:
             raise LedgerError(f"{folder}: cannot open the ledger: {err}") from err
         self._closed = False
+        self._broken: str | None = None
         with self._locked():
             base, self._write_id = _read_parquet(self._parquet)
             self._state = _State(base)
@@ -350,7 +351,8 @@ class Ledger:
         if self._closed:
             return
         try:
-            self.checkpoint()
+            if not self._broken:
+                self.checkpoint()
         finally:
             self._closed = True
             os.close(self._journal_fd)
@@ -372,6 +374,11 @@ class Ledger:
     def _now(self) -> datetime:
         if self._closed:
             raise LedgerError(f"{self._folder}: the ledger is closed")
+        if self._broken:
+            raise LedgerError(
+                f"{self._journal}: a journal write failed ({self._broken})",
+                hint="reopen the ledger: what reached the disk will be replayed",
+            )
         return _utc(self._clock())
 
     @contextlib.contextmanager
@@ -431,6 +438,10 @@ class Ledger:
                 _write_all(self._journal_fd, line)
                 os.fdatasync(self._journal_fd)
             except OSError as err:
+                # After a failed fsync the page cache cannot be trusted (the line may or may
+                # not be on disk): refuse to build on it. Reopening replays what is there; an
+                # intent that did land reopens in_doubt, which is the safe side.
+                self._broken = str(err)
                 raise LedgerError(f"{self._journal}: cannot append: {err}") from err
         self._state.apply(rows)
         self._frame = None
@@ -442,22 +453,25 @@ class Ledger:
     def _checkpoint(self, new_rows: pl.DataFrame | None) -> None:
         """Fold disk state (+ `new_rows` where the key is absent) into a fresh parquet."""
         self._now()  # refuses a closed ledger
+        # Built aside and adopted only at the end: a failure anywhere leaves the object as it
+        # was (if the journal cannot be truncated after the rename, replay is idempotent).
         with self._locked():
-            base = self._state.base
-            if _write_id(self._parquet) != self._write_id:  # another process checkpointed
-                base, self._write_id = _read_parquet(self._parquet)
+            base, write_id = self._state.base, self._write_id
+            if _write_id(self._parquet) != write_id:  # another process checkpointed
+                base, write_id = _read_parquet(self._parquet)
             # Our own events are in the journal too, with everyone else's, in append order.
-            self._state = _State(base)
-            self._state.replay(_read_journal(self._journal))
-            folded = self._state.fold()
+            state = _State(base)
+            state.replay(_read_journal(self._journal))
+            folded = state.fold()
             grew = False
             if new_rows is not None:
                 new_rows = new_rows.filter(~pl.col("key").is_in(folded["key"].implode()))
                 folded, grew = _merge(folded, new_rows), new_rows.height > 0
-            if self._state.delta or grew or not self._write_id:
-                self._write_id = _write_parquet(folded, self._parquet)
-                self._state = _State(folded)
+            if state.delta or grew or not write_id:
+                new_id = _write_parquet(folded, self._parquet)
                 _truncate_journal(self._journal_fd, self._journal)
+                state, write_id = _State(folded), new_id
+        self._state, self._write_id = state, write_id
         self._frame = None
         self._since = 0
         self._last_checkpoint = self._now()

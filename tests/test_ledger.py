@@ -321,6 +321,73 @@ def test_crash_between_rename_and_truncate_does_not_double_count(
     assert pl.read_parquet(again.path)["attempts"].to_list() == [1]
 
 
+def test_failed_fsync_refuses_more_events_and_reopens_safe(
+    open_ledger: Callable[..., Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ledger = open_ledger()
+    ledger.queue(rows("a", "b"))
+
+    def failing_fdatasync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(ledger_module.os, "fdatasync", failing_fdatasync)
+    with pytest.raises(LedgerError, match="cannot append"):
+        ledger.intent("r1", [entry("a")])
+    monkeypatch.undo()
+    with pytest.raises(LedgerError, match="a journal write failed"):
+        ledger.intent("r2", [entry("b")])
+    ledger.close()  # releases the files without folding anything
+
+    a = open_ledger().get("a")
+    assert a is not None
+    assert a["status"] == IN_DOUBT  # the line did land: the runner must reconcile, not resend
+
+
+def test_failed_checkpoint_keeps_the_state_in_memory(
+    open_ledger: Callable[..., Ledger], folder: Path
+) -> None:
+    ledger = open_ledger()
+    ledger.intent("r1", [entry("a")])
+    before = ledger.frame()
+    with (folder / JOURNAL_NAME).open("ab") as journal:  # another writer went wrong
+        journal.write(b"garbage\n")
+    with pytest.raises(LedgerError, match=":2: corrupt journal line"):
+        ledger.checkpoint()
+    assert ledger.frame().equals(before)
+
+
+def test_a_checkpoint_keeps_the_other_writers_events(
+    open_ledger: Callable[..., Ledger],
+) -> None:
+    run, track = open_ledger(), open_ledger()
+    run.queue(rows("a", "b"))
+    run.intent("r1", [entry("a")])
+    run.sent("r1", parent_tracking_id="P", outcomes=[Outcome("a", SENT, "T")], sent_at=None)
+    track.checkpoint()  # sees the run's queue and events
+    track.update("a", status="delivered", final=True)
+    run.intent("r2", [entry("b")])
+    track.checkpoint()  # folds the run's intent too
+    run.checkpoint()  # re-reads the parquet the tracker wrote instead of overwriting it
+    frame = open_ledger().frame()
+    assert frame.select("key", "status", "final", "attempts").rows() == [
+        ("a", "delivered", True, 1),
+        ("b", IN_DOUBT, None, 1),
+    ]
+
+
+def test_parquet_written_by_another_tool_is_conformed(
+    open_ledger: Callable[..., Ledger], folder: Path
+) -> None:
+    folder.mkdir(parents=True)
+    pl.DataFrame({"key": ["b", "a"], "status": [SENT, PENDING], "attempts": [1, 0]}).write_parquet(
+        folder / "ledger.parquet"
+    )
+    ledger = open_ledger()
+    assert ledger.frame().columns == list(SCHEMA)
+    assert ledger.frame()["key"].to_list() == ["a", "b"]
+    assert ledger.plan(rows("a", "b", "c"))["key"].to_list() == ["a", "c"]
+
+
 def _writer(folder: str, worker: str, count: int, every: int, start: Any) -> None:
     """One process of the concurrency test: `every` decides how often it checkpoints."""
     ledger = Ledger.open(Path(folder), checkpoint_every=every, checkpoint_seconds=1e9)
