@@ -21,6 +21,11 @@ truncation) assigns the same values again, so no high-water mark is needed.
 
 A send intent sets status `in_doubt` at once, in memory as on disk: if no outcome follows,
 the row reopens as in_doubt and the runner reconciles it against the API before any resend.
+
+Several Ledger objects (processes) may write one campaign; each sees the others' events at
+its own checkpoints (call checkpoint() to refresh the view). An automatic checkpoint runs
+after the event that triggers it is durable, so a LedgerError from it never means the event
+was lost.
 """
 
 from __future__ import annotations
@@ -260,6 +265,12 @@ class Ledger:
         rows: dict[str, Row] = {}
         for outcome in outcomes:
             self._expect_in_doubt(outcome.key, request_id, rows)
+            if outcome.status in (PENDING, IN_DOUBT):
+                # Either would make a processed send look unsent (plan() resends pending).
+                raise LedgerError(
+                    f"key {outcome.key}: outcome status {outcome.status} is not an outcome",
+                    hint="use not_sent() for a send that surely did not happen",
+                )
             fields: Row = {
                 "status": outcome.status,
                 "tracking_id": outcome.tracking_id,

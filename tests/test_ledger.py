@@ -195,6 +195,12 @@ def test_fail_skip_and_requeue(open_ledger: Callable[..., Ledger]) -> None:
         (lambda lg: lg.not_sent("other", ["doubt"], "x"), "no send other in doubt"),
         (lambda lg: lg.not_sent("r1", ["sent"], "x"), "no send r1 in doubt"),
         (lambda lg: lg.sent("r1", parent_tracking_id=None, outcomes=[], sent_at=None), None),
+        (
+            lambda lg: lg.sent(
+                "r1", parent_tracking_id=None, outcomes=[Outcome("doubt", PENDING)], sent_at=None
+            ),
+            "not an outcome",
+        ),
         (lambda lg: lg.fail(["sent"], "x"), "refusing to mark it failed"),
         (lambda lg: lg.update("nobody", final=True), "not in the ledger"),
         (lambda lg: lg.update("sent", status=PENDING), "set by the runner only"),
@@ -546,7 +552,7 @@ def apply(ledger: Ledger, op: str, arg: Any, request: str) -> None:
 
 
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     ops=ops_st,
