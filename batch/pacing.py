@@ -12,12 +12,11 @@ on our IP) treats the window as full for one window.
 lmbatch processes of one host through a flock-guarded JSON file, with FIFO order between the
 waiting processes so that each makes progress.
 
-Why not pyrate-limiter (4.5.1, its SQLiteBucket): an item there is a single timestamp taken
-at admission and it expires at timestamp + interval; there is no way to hold a slot while the
-request is in flight nor to move its expiry to the completion time, which is the whole point
-here (zero margin against latency). It also has no notion of a dead owner (pid) or a reboot,
-needs the optional `filelock` package for cross-process use, and stamps items with wall-clock
-time that jumps with NTP. What it would give us is about 40 lines of file locking and JSON.
+Why not pyrate-limiter (4.5.1, SQLiteBucket): its item is one timestamp taken at admission,
+expiring at timestamp + interval; a slot cannot be held while its request is in flight nor
+expire at completion + window, which is what makes zero margin safe against latency. It also
+knows no dead owner (pid) nor reboot, needs the `filelock` extra across processes, and stamps
+items with wall-clock time, which NTP can step. Our file costs ~100 lines and fits exactly.
 """
 
 from __future__ import annotations
