@@ -6,6 +6,7 @@ the base URL is final before the first request.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -171,7 +172,7 @@ def in_process_sandbox(config: SandboxConfig | None = None) -> Iterator[RunningS
 
 
 def serve(config: SandboxConfig, *, ready: Callable[[RunningSandbox], None] | None = None) -> None:
-    """Run the sandbox in the foreground until interrupted; `ready` gets its URL and token."""
+    """Run the sandbox in the foreground; return on Ctrl-C. `ready` gets its URL and token."""
     state = SandboxState(config)
     try:
         app = create_app(config, state)
@@ -180,7 +181,11 @@ def serve(config: SandboxConfig, *, ready: Callable[[RunningSandbox], None] | No
             if ready is not None:
                 ready(running)
             else:
-                print(f"LegallyMail sandbox on {running.base_url}  token: {running.token}")
-            _server(app, quiet=False).run(sockets=[sock])
+                print(
+                    f"LegallyMail sandbox on {running.base_url}  token: {running.token}", flush=True
+                )
+            # uvicorn re-raises the Ctrl-C it already handled; stopping is the normal end.
+            with contextlib.suppress(KeyboardInterrupt):
+                _server(app, quiet=False).run(sockets=[sock])
     finally:
         state.close()
