@@ -265,8 +265,9 @@ class Ledger:
         rows: dict[str, Row] = {}
         for outcome in outcomes:
             self._expect_in_doubt(outcome.key, request_id, rows)
-            if outcome.status in (PENDING, IN_DOUBT):
-                # Either would make a processed send look unsent (plan() resends pending).
+            if outcome.status == PENDING:
+                # That would make a processed send look unsent: plan() resends pending rows.
+                # (in_doubt is a valid outcome: the answer did not name the recipient.)
                 raise LedgerError(
                     f"key {outcome.key}: outcome status {outcome.status} is not an outcome",
                     hint="use not_sent() for a send that surely did not happen",
@@ -278,7 +279,7 @@ class Ledger:
                 "error_details": outcome.error_details,
                 "updated_at": now,
             }
-            if outcome.status != FAILED:
+            if outcome.status not in (FAILED, IN_DOUBT):
                 fields["sent_at"] = when
             rows[outcome.key] = fields
         self._record("sent", rows, request_id=request_id)
@@ -315,10 +316,9 @@ class Ledger:
             current = self._current(entry.key, rows)
             if current is not None and current["status"] not in _UNSENT:
                 continue
-            rows[entry.key] = {
-                "email": entry.email,
-                "name": entry.name,
-                "content_hash": entry.content_hash,
+            known = {"email": entry.email, "name": entry.name, "content_hash": entry.content_hash}
+            # An invalid row may lack them: blanks must not erase what the ledger holds.
+            rows[entry.key] = {c: v for c, v in known.items() if v} | {
                 "status": SKIPPED,
                 "error_details": reason,
                 "updated_at": now,
@@ -574,8 +574,11 @@ class _State:
 
     def row(self, key: str) -> Row | None:
         """The current row of `key`, a copy."""
-        row = self.delta.get(key)
-        return dict(row) if row is not None else _lookup(self.base, key)
+        row = self.delta.get(key) or _lookup(self.base, key)
+        if row is None:
+            return None
+        # A row holds only what was set or checkpointed; the frame has every column.
+        return dict.fromkeys([*self.base.columns, *self.touched]) | row
 
     def apply(self, rows: dict[str, Row]) -> None:
         """Apply one event: each key's row takes the values the event sets."""

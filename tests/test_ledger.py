@@ -157,6 +157,20 @@ def test_outcome_after_intent_records_tracking_ids(open_ledger: Callable[..., Le
     assert frame["error_details"].to_list() == [None, "bad address"]
 
 
+def test_outcome_in_doubt_keeps_the_row_in_doubt_for_reconciliation(
+    open_ledger: Callable[..., Ledger],
+) -> None:
+    ledger = open_ledger()
+    ledger.intent("r1", [entry("a"), entry("b")])
+    outcomes = [Outcome("a", SENT, "T-a"), Outcome("b", IN_DOUBT, None, "missing from answer")]
+    ledger.sent("r1", parent_tracking_id="P", outcomes=outcomes, sent_at=T0)
+    b = ledger.get("b")
+    assert b is not None
+    assert (b["status"], b["request_id"], b["sent_at"]) == (IN_DOUBT, "r1", None)
+    ledger.sent("r1", parent_tracking_id="P", outcomes=[Outcome("b", SENT, "T-b")], sent_at=T0)
+    assert ledger.counts() == {SENT: 2}
+
+
 def test_not_sent_goes_back_to_pending_and_is_planned_again(
     open_ledger: Callable[..., Ledger],
 ) -> None:
@@ -182,6 +196,10 @@ def test_fail_skip_and_requeue(open_ledger: Callable[..., Ledger]) -> None:
     ledger.fail(["b"], "400 invalid recipient")
     ledger.skip([entry("a"), entry("c")], "invalid e-mail")  # a was sent: it stays sent
     assert ledger.counts() == {SENT: 1, FAILED: 1, SKIPPED: 1}
+    ledger.skip([Entry("c", "", "", "")], "still invalid")  # blanks keep what is known
+    c = ledger.get("c")
+    assert c is not None
+    assert (c["email"], c["error_details"]) == ("c@example.com", "still invalid")
     ledger.requeue(["a", "b", "c", "zzz"])
     assert ledger.counts() == {SENT: 1, PENDING: 2}
 
@@ -513,15 +531,16 @@ ops_st = st.lists(
     st.one_of(
         st.tuples(st.just("queue"), keys_st),
         st.tuples(st.just("intent"), keys_st),
-        st.tuples(st.just("sent"), st.lists(st.sampled_from([SENT, FAILED, "queued"]))),
+        st.tuples(st.just("sent"), st.lists(st.sampled_from([SENT, FAILED, IN_DOUBT, "queued"]))),
         st.tuples(st.just("not_sent"), st.just(None)),
         st.tuples(st.just("fail"), keys_st),
         st.tuples(st.just("skip"), keys_st),
         st.tuples(st.just("requeue"), keys_st),
         st.tuples(st.just("update"), st.tuples(st.sampled_from(KEYS), updates_st)),
+        st.tuples(st.just("update"), st.tuples(st.sampled_from(KEYS), updates_st)),
         st.tuples(st.just("checkpoint"), st.just(None)),
     ),
-    max_size=20,
+    max_size=30,
 )
 
 
@@ -555,18 +574,20 @@ def apply(ledger: Ledger, op: str, arg: Any, request: str) -> None:
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
+    initial=keys_st,
     ops=ops_st,
     every=st.sampled_from([1, 4, 1000]),
     ending=st.sampled_from(["close", "crash", "torn"]),
     data=st.data(),
 )
 def test_any_history_survives_reopening(
-    ops: list[tuple[str, Any]], every: int, ending: str, data: st.DataObject
+    initial: list[str], ops: list[tuple[str, Any]], every: int, ending: str, data: st.DataObject
 ) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "c"
         journal = folder / JOURNAL_NAME
         ledger = Ledger.open(folder, checkpoint_every=every, clock=FakeClock())
+        ledger.queue(rows(*initial))
         before_last_line = ledger.frame()
         for number, (op, arg) in enumerate(ops):
             before, size = ledger.frame(), journal.stat().st_size
@@ -578,6 +599,8 @@ def test_any_history_survives_reopening(
                 before_last_line = before
         expected = ledger.frame()
         assert expected["key"].is_sorted() and expected["key"].is_unique().all()
+        by_key = {row["key"]: row for row in expected.iter_rows(named=True)}
+        assert all(ledger.get(k) == by_key.get(k) for k in KEYS)
 
         if ending == "close":
             ledger.close()
