@@ -133,6 +133,15 @@ def test_seeded_faults_repeat_exactly() -> None:
     assert {200, 500, 429, "lost"} <= set(first)
 
 
+def test_set_with_a_seed_restarts_the_draw() -> None:
+    faults = Faults({}, seed=0, endpoints=("*",), burst_length=3)
+    faults.set({"error_500": 0.5}, seed=11)
+    first = [faults.draw() for _ in range(30)]
+    faults.draw()
+    faults.set(error_500=0.5, seed=11)
+    assert [faults.draw() for _ in range(30)] == first
+
+
 def test_fault_rates_are_honoured_roughly() -> None:
     faults = Faults({"error_500": 0.25, "slow": 0.25}, seed=1, endpoints=("*",), burst_length=3)
     draws = [faults.draw() for _ in range(4000)]

@@ -51,12 +51,19 @@ class Faults:
         with self._lock:
             return dict(self._counts)
 
-    def set(self, rates: dict[str, float] | None = None, /, **more: float) -> None:
-        """Replace the whole rate table, e.g. `set(lost_response=0.5)`; `set()` turns faults off."""
+    def set(
+        self, rates: dict[str, float] | None = None, /, *, seed: int | None = None, **more: float
+    ) -> None:
+        """Replace the whole rate table, e.g. `set(lost_response=0.5)`; `set()` turns faults off.
+
+        `seed` restarts the random draw, so a test gets the same faults whatever ran before.
+        """
         table = {**(rates or {}), **more}
         validate_faults(table)
         with self._lock:
             self._rates = table
+            if seed is not None:
+                self._rng.seed(seed)
 
     def clear(self) -> None:
         """Turn every fault off and drop forced faults and running bursts."""
