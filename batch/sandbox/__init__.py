@@ -33,6 +33,11 @@ Credits: one per accepted e-mail recipient, SMS or signature request. A request 
 credits than remain gets 403 and nothing is sent. E-mail recipients rejected at send time are
 not charged (the check still counts them: the client cannot know in advance). See `records`
 for how each item's status moves (fail*, bounce*, SMS numbers ending 0000, decline*).
+
+Tracking ids: every e-mail recipient gets its own tracking_id, distinct from the parent's even
+in a single-recipient send (the docs leave this open; the stricter case keeps clients honest).
+GET /api/emails lists parents; GET /api/email accepts a parent or a recipient tracking_id.
+With `db`, sends, credits and a generated token survive a restart (the file outranks config).
 """
 
 from batch.sandbox.app import create_app
