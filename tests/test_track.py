@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -358,3 +359,30 @@ def test_ledger_rows_never_sent_are_not_looked_up(tmp_path: Path) -> None:
     api = ScriptedApi("sent")
     summary = track(job, client=cast(LegallyMailClient, api))
     assert api.calls == 1 and summary.counts == {"pending": 1, "sent": 1}
+
+
+def test_tracking_while_the_campaign_is_still_sending(world: World) -> None:
+    """Two writers on one ledger, one shared rate limit: nothing lost, no 429."""
+    job = load_job(write_job(world.folder, people(*(f"p{i}@example.com" for i in range(24)))))
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            run(job)
+        except BaseException as err:  # reported by the main thread
+            errors.append(err)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    passes = 0
+    while sender.is_alive():
+        if (job.output_dir / "journal.jsonl").exists():
+            tracked(world, job)
+            passes += 1
+        time.sleep(0.05)
+    sender.join()
+    assert not errors and passes >= 1
+    world.clock.advance(DELIVERED + 1)
+    summary = tracked(world, job)
+    assert summary.counts == {"delivered": 24}
+    assert world.sandbox.state.request_count(status=429) == 0
