@@ -293,15 +293,15 @@ class _Tracker:
             listing = self._call("GET /api/emails", self.api.list_emails, LISTING) or []
             listed = {str(e.get("tracking_id")): e for e in listing}
         for parent, rows in groups.items():
-            if self._unchanged(listed.get(parent), rows, "status"):
+            if self._unchanged(listed.get(parent), rows):
                 continue
             detail = self._call("GET /api/email", self.api.email, parent)
             if detail is not None:
                 self._email_from_detail(detail, rows)
 
-    def _unchanged(self, entry: Row | None, rows: list[Row], key: str) -> bool:
+    def _unchanged(self, entry: Row | None, rows: list[Row]) -> bool:
         """Whether a listing entry proves `rows` unchanged (then they need no detail call)."""
-        raw = entry.get(key) if entry is not None else None
+        raw = entry.get("status") if entry is not None else None
         if not isinstance(raw, str) or is_final(self.channel, raw):
             return False
         # A group's listing status is overall and carries no times nor certificates: it can
@@ -370,7 +370,7 @@ class _Tracker:
             listing = self._call("GET /api/signatures", self.api.signatures, LISTING) or []
             listed = {str(e.get("uuid")): e for e in listing}
         for uid, rows in groups.items():
-            if self._unchanged(listed.get(uid), rows, "status"):
+            if self._unchanged(listed.get(uid), rows):
                 continue
             detail = self._call("GET /api/signature", self.api.signature, uid)
             if detail is not None:
