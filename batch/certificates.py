@@ -30,6 +30,7 @@ from typing import Any
 
 from batch import errors
 from batch.client import LegallyMailClient
+from batch.files import fsync_dir
 from batch.jobfile import Job
 from batch.ledger import Ledger
 
@@ -162,11 +163,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(part, path)
-        fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(path.parent)
     except OSError as err:
         raise errors.BatchError(f"{path}: cannot write the certificate: {err}") from err
 

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple, Self
 import polars as pl
 
 from batch.errors import LedgerError
+from batch.files import fsync_dir
 
 # Statuses: pending, in_doubt, sent, failed, skipped; tracking adds delivered, read, bounced
 # and any other value the API returns (kept as data).
@@ -132,7 +133,7 @@ class Ledger:
             flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
             self._journal_fd = os.open(self._journal, flags, 0o644)
             if not existed:  # the journal's directory entry must survive a crash too
-                _fsync_dir(folder)
+                fsync_dir(folder)
         except OSError as err:
             raise LedgerError(f"{folder}: cannot open the ledger: {err}") from err
         self._closed = False
@@ -669,7 +670,7 @@ def _write_parquet(frame: pl.DataFrame, path: Path) -> str:
         finally:
             os.close(fd)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except (OSError, pl.exceptions.PolarsError) as err:
         raise LedgerError(f"{path}: cannot write the ledger: {err}") from err
     return write_id
@@ -727,14 +728,6 @@ def _truncate_journal(fd: int, path: Path) -> None:
         os.fsync(fd)
     except OSError as err:
         raise LedgerError(f"{path}: cannot truncate the journal: {err}") from err
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- values ------------------------------------------------------------------------------

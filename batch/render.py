@@ -36,6 +36,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_AT
 from jinja2.runtime import new_context
 
 from batch.errors import DatasetError, RowError
+from batch.files import write_atomic
 from batch.jobfile import Job, template_dirs
 
 SMS_MAX_CHARS = 300  # the API charges one credit per message up to 300 characters
@@ -686,7 +687,7 @@ def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 
             )
             continue
         page = f"{i:04d}-{_safe_name(message.key)}.html"
-        _write_atomic(out_dir / page, _message_page(job, message))
+        write_atomic(out_dir / page, _message_page(job, message).encode("utf-8"))
         subject = message.content.get("subject") or message.content.get("document_name") or ""
         entries.append(
             f'<tr><td>{message.row}</td><td><a href="{html.escape(page)}">'
@@ -695,12 +696,12 @@ def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 
         )
     title = html.escape(f"{job.campaign}: preview of {len(entries)} message(s)")
     index = out_dir / "index.html"
-    _write_atomic(
-        index,
+    page = (
         f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
         "<table border=1 cellpadding=4><tr><th>row</th><th>key</th><th>to</th>"
-        f"<th>subject</th></tr>{''.join(entries)}</table>\n",
+        f"<th>subject</th></tr>{''.join(entries)}</table>\n"
     )
+    write_atomic(index, page.encode("utf-8"))
     return index
 
 
@@ -731,9 +732,3 @@ def _message_page(job: Job, message: Message) -> str:
 
 def _safe_name(key: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:60] or "row"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)

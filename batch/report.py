@@ -16,14 +16,14 @@ import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote
 
 import polars as pl
 from rich.console import Console
 from rich.table import Table
 
-from batch.errors import BatchError
+from batch.files import write_atomic
 from batch.jobfile import Job
 from batch.ledger import FAILED, IN_DOUBT, PENDING, read_ledger
 from batch.plan import eta_seconds
@@ -258,7 +258,7 @@ def write_report(job: Job, path: Path | None = None) -> Path:
     target = path or job.output_dir / REPORT_NAME
     data = campaign_report(job)
     page = render_html(data, links_from=target.parent.resolve(), out=job.output_dir)
-    _write_atomic(target, page.encode("utf-8"))
+    write_atomic(target, page.encode("utf-8"))
     return target
 
 
@@ -454,103 +454,3 @@ def _json_object(value: Any) -> dict[str, Any]:
     except ValueError:
         return {}
     return loaded if isinstance(loaded, dict) else {}
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise BatchError(f"{path}: cannot write: {err.strerror or err}") from err
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-# -- exports -------------------------------------------------------------------------------
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_RISKY = r"^[=+\-@\t\r]"  # the same characters, as a regex
-_EXPORTED = {  # ledger column -> export column
-    "tracking_id": "lmbatch_tracking_id",
-    "status": "lmbatch_status",
-    "sent_at": "lmbatch_sent_at_utc",
-    "delivered_at": "lmbatch_delivered_at_utc",
-    "read_at": "lmbatch_read_at_utc",
-    "error_details": "lmbatch_error",
-}
-
-
-def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> Path:
-    """Write the dataset's rows joined with their ledger columns, formula-safe."""
-    from batch.dataset import read_dataset  # reading a dataset pulls in the renderer
-
-    if fmt not in ("xlsx", "csv"):
-        raise BatchError(f"unknown export format {fmt!r}", hint="use --export xlsx or csv")
-    target = path or job.output_dir / f"export.{fmt}"
-    rows = read_dataset(job)
-    ledger = ledger_frame(job)
-    wanted = ["key", *_EXPORTED]
-    if not ledger.height:
-        ledger = pl.DataFrame(schema={c: pl.String for c in wanted})
-    ledger = ledger.select(
-        pl.col("key").cast(pl.String).alias("__key__"),
-        *(_naive(pl.col(c), ledger.schema[c]).alias(name) for c, name in _EXPORTED.items()),
-    )
-    clash = [c for c in _EXPORTED.values() if c in rows.columns]
-    if clash:
-        raise BatchError(f"the dataset already has column(s) {', '.join(clash)}")
-    joined = (
-        rows.join(ledger, on="__key__", how="left", maintain_order="left")
-        .sort("__row__")
-        .drop("__row__")
-        .rename({"__key__": "lmbatch_key"})
-    )
-    safe = neutralise(joined)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "csv":
-            safe.write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S")
-        else:
-            safe.write_excel(tmp, worksheet="lmbatch", autofit=True)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        _fsync_dir(target.parent)
-    except (OSError, pl.exceptions.PolarsError) as err:
-        tmp.unlink(missing_ok=True)
-        raise BatchError(f"{target}: cannot write the export: {err}") from err
-    return target
-
-
-def neutralise(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with every text cell (and header) that a spreadsheet would run quoted by `'`."""
-    out = frame.with_columns(
-        pl.when(pl.col(c).str.contains(_RISKY)).then("'" + pl.col(c)).otherwise(pl.col(c)).alias(c)
-        for c, dtype in frame.schema.items()
-        if dtype == pl.String
-    )
-    return out.rename({c: f"'{c}" for c in out.columns if c.startswith(FORMULA_START)})
-
-
-def _naive(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """Datetimes as naive UTC: spreadsheets have no time zones (the column name says UTC)."""
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is not None:
-            return column.dt.convert_time_zone("UTC").dt.replace_time_zone(None)
-        return column
-    return column

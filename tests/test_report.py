@@ -16,9 +16,10 @@ import polars as pl
 import pytest
 from rich.console import Console
 
+from batch.export import export, neutralise
 from batch.jobfile import Job, load_job
 from batch.ledger import Entry, Ledger, Outcome
-from batch.report import _requests_chart, export, neutralise, print_report, write_report
+from batch.report import _requests_chart, print_report, write_report
 
 XSS = '<img src=x onerror="alert(1)">'
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)

@@ -1,0 +1,297 @@
+"""The `lmbatch` command line: parse options, call one core function, map errors to exit codes.
+
+Exit codes, shared by every command:
+  0  done
+  1  error (API refused the token, ledger unwritable, unexpected failure)
+  2  the job or its input is invalid (nothing was sent)
+  3  stopped with work pending (credits exhausted, interrupted, in doubt, outside the window)
+  4  another run holds the campaign's lock
+"""
+
+from __future__ import annotations
+
+import functools
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+
+from batch import errors
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(stderr=True, highlight=False)
+
+
+def handle_errors(func: F) -> F:
+    """Turn a BatchError into its message, a next step and its exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except errors.BatchError as err:
+            console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
+            if err.hint:
+                console.print(f"[dim]hint:[/] {err.hint}")
+            sys.exit(err.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def job_argument(func: F) -> F:
+    """The JOB argument and --period, shared by every command that reads a job file."""
+    func = click.option(
+        "--period", default=None, help="For scheduled jobs: the period to run, e.g. 2026-10."
+    )(func)
+    return click.argument("job", type=click.Path(dir_okay=False, path_type=Path))(func)
+
+
+def _load(job: Path, period: str | None) -> Any:
+    from batch.jobfile import load_job
+
+    return load_job(job, period=period)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lmbatch")
+def main() -> None:
+    """lmbatch: certified e-mail, SMS and e-signature campaigns over LegallyMail.
+
+    Typical order: validate → preview → run → status → track → certificates → report.
+    The API token is read from LEGALLYMAIL_TOKEN (or the job's api.token_env);
+    LEGALLYMAIL_BASE_URL points a job at another server, such as `lmbatch sandbox`.
+    """
+
+
+@main.command()
+@job_argument
+@handle_errors
+def validate(job: Path, period: str | None) -> None:
+    """Check every row of JOB (exit 2 on any problem); nothing is sent."""
+    from batch.runner import RunOptions, run
+
+    summary = run(_load(job, period), RunOptions(dry_run=True, skip_invalid=True))
+    if summary.invalid:
+        raise errors.RowErrors(summary.invalid)
+    stats = summary.stats
+    console.print(
+        f"[green]ok[/]: {stats.recipients} recipient(s) to send in {stats.requests_planned} "
+        f"request(s), about {stats.eta_seconds / 60:.0f} min at the rate limit"
+    )
+
+
+@main.command()
+@job_argument
+@click.option("--limit", default=200, show_default=True, help="How many messages to write.")
+@handle_errors
+def preview(job: Path, period: str | None, limit: int) -> None:
+    """Write JOB's rendered messages to <output>/<campaign>/preview/ to browse."""
+    from batch.render import write_preview
+    from batch.runner import validate as read_and_scan
+
+    loaded = _load(job, period)
+    frame, result = read_and_scan(loaded)
+    index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
+    console.print(f"preview: {index}")
+    if result.errors:
+        raise errors.RowErrors(result.errors)
+
+
+@main.command()
+@job_argument
+@click.option("--dry-run", is_flag=True, help="Do everything but send.")
+@click.option("--skip-invalid", is_flag=True, help="Record invalid rows as skipped; send the rest.")
+@click.option("--allow-partial", is_flag=True, help="Send what the remaining credits cover.")
+@click.option("--retry-failed", is_flag=True, help="Send again to recipients that failed before.")
+@click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log lines here.")
+@click.option("--json-log", is_flag=True, help="Log JSON lines (with --log-file, or on stderr).")
+@handle_errors
+def run(
+    job: Path,
+    period: str | None,
+    dry_run: bool,
+    skip_invalid: bool,
+    allow_partial: bool,
+    retry_failed: bool,
+    log_file: Path | None,
+    json_log: bool,
+) -> None:
+    """Send JOB's campaign; run it again to resume where it stopped."""
+    from batch.runner import RunOptions
+    from batch.runner import run as run_campaign
+
+    loaded = _load(job, period)
+    options = RunOptions(
+        dry_run=dry_run,
+        skip_invalid=skip_invalid,
+        allow_partial=allow_partial,
+        retry_failed=retry_failed,
+    )
+    stop = threading.Event()
+    with _reporter(log_file, json_log) as reporter, _stop_on_signals(stop):
+        summary = run_campaign(loaded, options, reporter=reporter, stop=stop)
+    _print_run(summary, job, period)
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@job_argument
+@handle_errors
+def status(job: Path, period: str | None) -> None:
+    """Summarise JOB's ledger: counts per status, failures, what is left."""
+    from batch.dataset import read_dataset
+    from batch.report import print_status
+    from batch.report import status as summarize
+
+    loaded = _load(job, period)
+    try:
+        keys = read_dataset(loaded)["__key__"]
+    except errors.InputError:
+        keys = None
+    print_status(summarize(loaded, keys), Console())
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8025, show_default=True, help="Port (0 picks a free one).")
+@click.option("--token", default=None, help="The token clients must send (default: random).")
+@click.option("--rate", default="10/60", show_default=True, help="Requests per window: N/SECONDS.")
+@click.option("--credits", default=1_000_000, show_default=True, help="E-mail/SMS credits.")
+@click.option("--max-recipients", default=10, show_default=True, help="Recipients per send.")
+@click.option(
+    "--fault-rate",
+    default="",
+    help="Faults to inject, KIND=RATE,…: error_500, lost_response, slow, burst_429.",
+)
+@click.option("--fault-seed", default=0, show_default=True, help="Seed for repeatable faults.")
+@click.option("--slow-seconds", default=2.0, show_default=True, help="Delay of a slow response.")
+@click.option("--delivered-after", default=2.0, show_default=True, help="Seconds to 'delivered'.")
+@click.option("--read-after", default=5.0, show_default=True, help="Seconds to 'read'.")
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="SQLite state file.")
+@handle_errors
+def sandbox(
+    host: str,
+    port: int,
+    token: str | None,
+    rate: str,
+    credits: int,
+    max_recipients: int,
+    fault_rate: str,
+    fault_seed: int,
+    slow_seconds: float,
+    delivered_after: float,
+    read_after: float,
+    db: Path | None,
+) -> None:
+    """Run a local LegallyMail stand-in to rehearse a campaign without spending credits.
+
+    Point a job at it with LEGALLYMAIL_BASE_URL=http://HOST:PORT and LEGALLYMAIL_TOKEN=TOKEN.
+    Addresses starting with `bounce` end bounced; those starting with `fail` are refused.
+    """
+    from batch.sandbox import SandboxConfig, parse_faults, parse_rate, serve
+
+    try:
+        limit, window = parse_rate(rate)
+        faults = parse_faults(fault_rate) if fault_rate else {}
+    except ValueError as err:
+        raise click.BadParameter(str(err)) from err
+    serve(
+        SandboxConfig(
+            host=host,
+            port=port,
+            token=token,
+            rate_limit=limit,
+            rate_window=window,
+            max_recipients=max_recipients,
+            credits=credits,
+            faults=faults,
+            fault_seed=fault_seed,
+            slow_seconds=slow_seconds,
+            delivered_after=delivered_after,
+            read_after=read_after,
+            db=db,
+        )
+    )
+
+
+@main.command()
+@click.option(
+    "--job",
+    "job",
+    default="jobs/notice.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+)
+@handle_errors
+def demo(job: Path) -> None:
+    """Run an example job against an in-process sandbox (10 requests per second)."""
+    from batch.demo import run_demo
+
+    summary = run_demo(job)
+    _print_run(summary, job, None)
+
+
+def _print_run(summary: Any, job: Path, period: str | None) -> None:
+    out = Console()
+    verb = "would send" if summary.dry_run else "campaign"
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
+    out.print(f"{verb} {summary.campaign}: {counts}")
+    stats = summary.stats
+    if summary.dry_run:
+        out.print(f"{stats.requests_planned} request(s), about {stats.eta_seconds / 60:.0f} min")
+        return
+    out.print(
+        f"{stats.api_calls} API call(s), {stats.rate_limited}×429; ledger: {summary.ledger_path}"
+    )
+    if summary.stopped or summary.remaining:
+        again = f"lmbatch run {job}" + (f" --period {period}" if period else "")
+        out.print(f"[yellow]stopped[/]: {summary.stopped or 'work left'}; resume with: {again}")
+
+
+class _reporter:
+    """The progress display: a bar on a terminal, log lines otherwise."""
+
+    def __init__(self, log_file: Path | None, as_json: bool) -> None:
+        self.log_file, self.as_json = log_file, as_json
+        self.stream: Any = None
+
+    def __enter__(self) -> Any:
+        from batch.progress import LineReporter, RichReporter
+
+        if self.log_file is not None:
+            self.stream = open(self.log_file, "a", encoding="utf-8")
+            return LineReporter(self.stream, as_json=self.as_json)
+        if self.as_json or not sys.stderr.isatty():
+            return LineReporter(as_json=self.as_json)
+        return RichReporter(console)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.stream is not None:
+            self.stream.close()
+
+
+class _stop_on_signals:
+    """Ctrl-C and SIGTERM ask the run to stop after the request in flight."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.saved: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.stop.is_set():  # a second Ctrl-C: the user really wants out
+            raise KeyboardInterrupt
+        self.stop.set()
+        console.print("[yellow]stopping after the request in flight…[/]")
+
+    def __enter__(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.saved[sig] = signal.signal(sig, self._handle)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,120 @@
+"""Progress for people (a rich bar with counts and ETA) and for cron (plain or JSON lines)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from typing import IO
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from batch.runner import RunStats
+
+
+def _eta(stats: RunStats) -> str:
+    seconds = stats.eta_seconds
+    if seconds <= 0:
+        return "now"
+    finish = datetime.now().astimezone() + timedelta(seconds=seconds)
+    return f"{timedelta(seconds=round(seconds))} (about {finish:%a %H:%M})"
+
+
+class RichReporter:
+    """A live progress bar: sent / failed / retries / in doubt, API calls, ETA."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.console = console or Console(stderr=True)
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total} requests"),
+            TextColumn("{task.fields[counts]}"),
+            TimeElapsedColumn(),
+            TextColumn("ETA {task.fields[eta]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.task = self.progress.add_task("sending", total=0, counts="", eta="")
+
+    def start(self, stats: RunStats) -> None:
+        """Show the plan and start the bar."""
+        self.console.print(
+            f"{stats.recipients} recipient(s) in {stats.requests_planned} request(s); "
+            f"limit {stats.per_window} per {stats.window:g} s; ETA {_eta(stats)}"
+        )
+        self.progress.start()
+        self.update(stats)
+
+    def update(self, stats: RunStats) -> None:
+        """Refresh the counts."""
+        counts = (
+            f"[green]{stats.sent} sent[/] [red]{stats.failed} failed[/] "
+            f"{stats.retrying} retries [yellow]{stats.in_doubt} in doubt[/] "
+            f"{stats.api_calls} API calls ({stats.rate_limited}×429)"
+        )
+        self.progress.update(
+            self.task,
+            total=stats.requests_planned,
+            completed=stats.requests_done,
+            counts=counts,
+            eta=_eta(stats),
+        )
+
+    def note(self, message: str) -> None:
+        """Print a line above the bar."""
+        self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+
+    def stop(self) -> None:
+        """Leave the final bar on screen."""
+        self.progress.stop()
+
+
+class LineReporter:
+    """One line per event, plain or JSON, for unattended runs (cron, systemd, --log-file)."""
+
+    def __init__(self, stream: IO[str] | None = None, *, as_json: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.as_json = as_json
+        self._last = 0.0
+
+    def _emit(self, event: str, **fields: object) -> None:
+        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        if self.as_json:
+            line = json.dumps({"time": stamp, "event": event, **fields}, default=str)
+        else:
+            line = f"{stamp} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def _fields(self, stats: RunStats) -> dict[str, object]:
+        return {
+            "requests": f"{stats.requests_done}/{stats.requests_planned}",
+            "sent": stats.sent,
+            "failed": stats.failed,
+            "in_doubt": stats.in_doubt,
+            "api_calls": stats.api_calls,
+            "rate_limited": stats.rate_limited,
+            "eta_seconds": round(stats.eta_seconds),
+        }
+
+    def start(self, stats: RunStats) -> None:
+        """Log the plan."""
+        self._emit("start", recipients=stats.recipients, **self._fields(stats))
+
+    def update(self, stats: RunStats) -> None:
+        """Log progress at most every 10 seconds."""
+        now = time.monotonic()
+        if now - self._last >= 10:
+            self._last = now
+            self._emit("progress", **self._fields(stats))
+
+    def note(self, message: str) -> None:
+        """Log a notable event."""
+        self._emit("note", message=message)
+
+    def stop(self) -> None:
+        """Log the end."""
+        self._emit("stop")
