@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from batch import errors
+
 __all__ = [
     "Clock",
     "FakeClock",
@@ -472,3 +474,19 @@ class HostLimiter:
         """Requests of all processes that still count against the current window."""
         with self._locked() as (state, _):
             return len(state.slots)
+
+
+class StopClock:
+    """The real clock, whose waits end early (with WorkPending) once a stop is asked."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+
+    def now(self) -> float:
+        """Monotonic seconds."""
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        """Wait, unless a stop comes first."""
+        if self._stop.wait(max(0.0, seconds)):
+            raise errors.WorkPending("interrupted while waiting")

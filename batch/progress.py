@@ -5,13 +5,70 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import IO, Protocol
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from batch.runner import RunStats
+from batch.plan import eta_seconds
+
+
+@dataclass
+class RunStats:
+    """Live counters for the progress display."""
+
+    recipients: int = 0
+    requests_planned: int = 0
+    requests_done: int = 0
+    sent: int = 0
+    failed: int = 0
+    retrying: int = 0
+    in_doubt: int = 0
+    api_calls: int = 0
+    rate_limited: int = 0
+    per_window: int = 10
+    window: float = 60.0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def eta_seconds(self) -> float:
+        """Time the remaining requests need at the full rate."""
+        left = self.requests_planned - self.requests_done
+        return eta_seconds(left, per_window=self.per_window, window=self.window)
+
+
+class Reporter(Protocol):
+    """Receives progress from the run (the CLI shows it; tests ignore it)."""
+
+    def start(self, stats: RunStats) -> None:
+        """The plan is known."""
+
+    def update(self, stats: RunStats) -> None:
+        """Something changed."""
+
+    def note(self, message: str) -> None:
+        """A line worth showing (in-doubt found, credits, retries)."""
+
+    def stop(self) -> None:
+        """The run is over."""
+
+
+class NullReporter:
+    """A reporter that shows nothing."""
+
+    def start(self, stats: RunStats) -> None:
+        """Ignore."""
+
+    def update(self, stats: RunStats) -> None:
+        """Ignore."""
+
+    def note(self, message: str) -> None:
+        """Ignore."""
+
+    def stop(self) -> None:
+        """Ignore."""
 
 
 def _eta(stats: RunStats) -> str:

@@ -14,6 +14,12 @@ campaign's first send). Clock-free on purpose: the API's timestamps carry no zon
   Safe to send again.
 - Otherwise unknown: the rows stay `in_doubt`, are never re-sent blindly, and `status`
   says so.
+
+Signature requests are found the same way in `GET /api/signatures` (signer e-mail and
+document name). Certified SMS have no listing endpoint, so an SMS in doubt can never be
+proven absent: it is never re-sent automatically, and `lmbatch resolve` lets the operator
+settle it after checking the LegallyMail panel (the safest policy: a duplicate legal SMS
+cannot be taken back, a late one can be sent).
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from batch.errors import ApiError
-from batch.ledger import Outcome
+import polars as pl
+
+from batch.errors import ApiError, InputError
+from batch.ledger import IN_DOUBT, Ledger, Outcome
 
 LISTING_LIMIT = 25
 
@@ -69,14 +77,18 @@ class LookupClient(Protocol):
         """One e-mail with its recipients."""
         ...
 
+    def signatures(self, limit: int = 25) -> list[dict[str, Any]]:
+        """Last signature requests, newest first."""
+        ...
+
 
 def newer_than_anchor(
-    listing: Sequence[dict[str, Any]], anchor: str | None
+    listing: Sequence[dict[str, Any]], anchor: str | None, *, id_field: str = "tracking_id"
 ) -> tuple[list[dict[str, Any]], bool]:
-    """The listed e-mails newer than the anchor, and whether that set is complete."""
+    """The listed items newer than the anchor, and whether that set is complete."""
     if anchor is not None:
         for position, item in enumerate(listing):
-            if item.get("tracking_id") == anchor:
+            if item.get(id_field) == anchor:
                 anchor_id = item.get("id")
                 if isinstance(anchor_id, int):
                     newer = [
@@ -149,3 +161,71 @@ def _found(detail: dict[str, Any], probe: Probe) -> Finding:
         sent_at=detail.get("sent_at"),
         reason="found in the account's latest sends",
     )
+
+
+def reconcile_signature(
+    client: LookupClient,
+    probe: Probe,
+    *,
+    document_name: str,
+    known_tracking_ids: Collection[str],
+) -> Finding:
+    """Look one in-doubt signature request up by signer e-mail and document name."""
+    try:
+        listing = client.signatures(LISTING_LIMIT)
+    except ApiError as err:
+        return Finding(Verdict.UNKNOWN, reason=f"look-up failed: {err}")
+    candidates, complete = newer_than_anchor(listing, probe.anchor, id_field="uuid")
+    wanted = probe.addresses[0].lower()
+    for item in candidates:
+        uuid = str(item.get("uuid") or "")
+        if not uuid or uuid in known_tracking_ids:
+            continue
+        if str(item.get("signer_email") or "").lower() != wanted:
+            continue
+        if str(item.get("document_name") or "") != document_name:
+            continue
+        outcome = Outcome(key=probe.keys[0], status="sent", tracking_id=uuid)
+        return Finding(
+            Verdict.FOUND,
+            parent_tracking_id=uuid,
+            outcomes=[outcome],
+            sent_at=item.get("created_at"),
+            reason="found in the account's latest signature requests",
+        )
+    if complete:
+        return Finding(Verdict.ABSENT, reason="not among the account's latest signature requests")
+    return Finding(
+        Verdict.UNKNOWN,
+        reason="the request could not be located: more than 25 were sent since",
+    )
+
+
+def settle_by_hand(
+    ledger: Ledger, keys: Sequence[str], *, sent: bool, tracking_id: str | None = None
+) -> list[str]:
+    """Record the operator's verdict on in-doubt rows; the keys that were settled.
+
+    `sent=True` after finding the message in the LegallyMail panel (it will not be sent
+    again); `sent=False` after making sure it is not there (the next run sends it).
+    """
+    doubtful = ledger.keys_with_status(IN_DOUBT).filter(pl.col("key").is_in(list(keys)))
+    missing = sorted(set(keys) - set(doubtful["key"].to_list()))
+    if missing:
+        raise InputError(
+            f"not in doubt: {', '.join(missing[:10])}",
+            hint="`lmbatch status JOB` lists the rows in doubt",
+        )
+    for (request_id,), rows in doubtful.group_by("request_id", maintain_order=True):
+        group_keys = rows["key"].to_list()
+        if sent:
+            outcomes = [Outcome(k, "sent", tracking_id, "confirmed by hand") for k in group_keys]
+            ledger.sent(
+                str(request_id),
+                parent_tracking_id=tracking_id,
+                outcomes=outcomes,
+                sent_at=None,
+            )
+        else:
+            ledger.not_sent(str(request_id), group_keys, "confirmed not sent by hand")
+    return list(doubtful["key"])
