@@ -108,6 +108,11 @@ def preview(job: Path, period: str | None, limit: int) -> None:
 @click.option("--skip-invalid", is_flag=True, help="Record invalid rows as skipped; send the rest.")
 @click.option("--allow-partial", is_flag=True, help="Send what the remaining credits cover.")
 @click.option("--retry-failed", is_flag=True, help="Send again to recipients that failed before.")
+@click.option(
+    "--exit-outside-window",
+    is_flag=True,
+    help="Outside the job's send window, exit (0 at start, 3 mid-run) instead of waiting.",
+)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log lines here.")
 @click.option("--json-log", is_flag=True, help="Log JSON lines (with --log-file, or on stderr).")
 @handle_errors
@@ -118,6 +123,7 @@ def run(
     skip_invalid: bool,
     allow_partial: bool,
     retry_failed: bool,
+    exit_outside_window: bool,
     log_file: Path | None,
     json_log: bool,
 ) -> None:
@@ -131,6 +137,7 @@ def run(
         skip_invalid=skip_invalid,
         allow_partial=allow_partial,
         retry_failed=retry_failed,
+        exit_outside_window=exit_outside_window,
     )
     stop = threading.Event()
     with _reporter(log_file, json_log) as reporter, _stop_on_signals(stop):
@@ -141,19 +148,164 @@ def run(
 
 @main.command()
 @job_argument
+@click.option(
+    "--export-failed",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the failed rows to this .csv/.xlsx/.parquet file, to fix and re-run.",
+)
 @handle_errors
-def status(job: Path, period: str | None) -> None:
-    """Summarise JOB's ledger: counts per status, failures, what is left."""
+def status(job: Path, period: str | None, export_failed: Path | None) -> None:
+    """Summarise JOB's ledger: counts per status, failures, in doubt, what is left."""
     from batch.dataset import read_dataset
     from batch.report import print_status
     from batch.report import status as summarize
 
     loaded = _load(job, period)
+    if export_failed is not None:
+        from batch.export import export_failed as write_failed
+
+        path, n = write_failed(loaded, export_failed)
+        console.print(
+            f"{n} failed row(s) written to {path}; fix them, then: lmbatch run {job} --retry-failed"
+        )
+        return
     try:
         keys = read_dataset(loaded)["__key__"]
     except errors.InputError:
         keys = None
     print_status(summarize(loaded, keys), Console())
+
+
+@main.command()
+@job_argument
+@click.option("--watch", is_flag=True, help="Keep polling until every recipient is final.")
+@click.option(
+    "--until",
+    type=click.DateTime(),
+    default=None,
+    help="With --watch: stop polling at this time (UTC); default 14 days after sending.",
+)
+@click.option("--interval", default=300.0, show_default=True, help="Seconds between passes.")
+@handle_errors
+def track(job: Path, period: str | None, watch: bool, until: Any, interval: float) -> None:
+    """Bring sent recipients' statuses (delivered, read, bounced…) into JOB's ledger."""
+    from datetime import UTC
+
+    from batch.track import console_reporter
+    from batch.track import track as track_campaign
+
+    loaded = _load(job, period)
+    deadline = until.replace(tzinfo=UTC) if until is not None else None
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        summary = track_campaign(
+            loaded,
+            watch=watch,
+            until=deadline,
+            interval=interval,
+            stop=stop,
+            reporter=console_reporter(Console(stderr=True)) if watch else None,
+        )
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+    Console().print(f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet")
+    for problem in summary.errors[:10]:
+        console.print(f"[yellow]warning:[/] {problem}")
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@job_argument
+@handle_errors
+def certificates(job: Path, period: str | None) -> None:
+    """Download JOB's certificates of delivery and reading, verified against their hashes."""
+    from batch.certificates import download_certificates
+
+    summary = download_certificates(_load(job, period))
+    Console().print(
+        f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}"
+    )
+    for key, kind, reason in summary.failures[:20]:
+        console.print(f"[red]{key} {kind}:[/] {reason}")
+    sys.exit(summary.exit_code)
+
+
+@main.command()
+@job_argument
+@click.option("--export", "fmt", type=click.Choice(["xlsx", "csv"]), help="Also export rows.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the export."
+)
+@handle_errors
+def report(job: Path, period: str | None, fmt: str | None, output: Path | None) -> None:
+    """Print JOB's summary and write <output>/<campaign>/report.html (and an export)."""
+    from batch.report import print_report, write_report
+
+    loaded = _load(job, period)
+    print_report(loaded, Console())
+    Console().print(f"report: {write_report(loaded)}")
+    if fmt is not None:
+        from batch.export import export
+
+        Console().print(f"export: {export(loaded, 'xlsx' if fmt == 'xlsx' else 'csv', output)}")
+
+
+@main.command()
+@job_argument
+@click.argument("keys", nargs=-1, required=True)
+@click.option("--sent", "verdict", flag_value="sent", help="It is in the LegallyMail panel.")
+@click.option("--not-sent", "verdict", flag_value="not-sent", help="It is not: send it again.")
+@click.option("--tracking-id", default=None, help="With --sent: the id shown in the panel.")
+@handle_errors
+def resolve(
+    job: Path,
+    period: str | None,
+    keys: tuple[str, ...],
+    verdict: str | None,
+    tracking_id: str | None,
+) -> None:
+    """Settle rows left in doubt by hand, after checking the LegallyMail panel."""
+    from batch.ledger import Ledger
+    from batch.reconcile import settle_by_hand
+    from batch.schedule import CampaignLock
+
+    if verdict is None:
+        raise click.UsageError("say --sent or --not-sent")
+    loaded = _load(job, period)
+    with CampaignLock(loaded.output_dir / "run.lock"), Ledger.open(loaded.output_dir) as ledger:
+        done = settle_by_hand(ledger, list(keys), sent=verdict == "sent", tracking_id=tracking_id)
+    Console().print(f"{len(done)} row(s) recorded as {verdict}")
+
+
+@main.command()
+@job_argument
+@click.option("--count", default=5, show_default=True, help="How many fire times to show.")
+@handle_errors
+def schedule(job: Path, period: str | None, count: int) -> None:
+    """Show JOB's next fire times and ready-to-use crontab and systemd snippets."""
+    from datetime import UTC, datetime
+
+    from batch.schedule import crontab_line, next_fire_times, systemd_units
+
+    loaded = _load(job, period)
+    spec = loaded.spec.schedule
+    if spec is None:
+        raise errors.JobFileError("the job has no schedule:", path=str(job), key="schedule")
+    out = Console(highlight=False)
+    out.print(
+        f"campaign {loaded.campaign} (period {loaded.period.label if loaded.period else '-'})"
+    )
+    out.print("next fire times:")
+    for moment in next_fire_times(spec, datetime.now(UTC), count):
+        out.print(f"  {moment:%a %Y-%m-%d %H:%M %Z}")
+    command = f"{sys.executable} -m batch"
+    where = job.resolve()
+    out.print("\n# crontab (crontab -e):")
+    out.print(crontab_line(spec, where, command), markup=False)
+    service, timer = systemd_units(spec, where, command)
+    out.print("\n# ~/.config/systemd/user/lmbatch-JOB.service:")
+    out.print(service, markup=False)
+    out.print("\n# ~/.config/systemd/user/lmbatch-JOB.timer:")
+    out.print(timer, markup=False)
 
 
 @main.command()
