@@ -25,7 +25,7 @@ class Batch:
     @property
     def content_hash(self) -> str:
         """The message every recipient of this request gets."""
-        return self.entries[0].content_hash
+        return self.entries[0].content_hash or ""
 
 
 def group(pending: pl.DataFrame, *, max_recipients: int, grouping: bool) -> list[Batch]:
@@ -42,13 +42,13 @@ def group(pending: pl.DataFrame, *, max_recipients: int, grouping: bool) -> list
     open_batches: dict[str, list[list[Entry]]] = {}
     ordered: list[list[Entry]] = []
     for entry in entries:
-        chunks = open_batches.setdefault(entry.content_hash, [])
+        chunks = open_batches.setdefault(entry.content_hash or "", [])
         target = next(
             (
                 c
                 for c in chunks
                 if len(c) < max_recipients
-                and all(x.email.lower() != entry.email.lower() for x in c)
+                and all((x.email or "").lower() != (entry.email or "").lower() for x in c)
             ),
             None,
         )
