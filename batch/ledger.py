@@ -34,7 +34,6 @@ import contextlib
 import fcntl
 import json
 import os
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import Any, NamedTuple, Self
 
 import polars as pl
 
+from batch import journal
 from batch.errors import LedgerError
 from batch.files import fsync_dir
 
@@ -78,7 +78,6 @@ SCHEMA: dict[str, pl.DataType] = {
 JSON_COLUMNS = frozenset({"certificates", "certificate_paths", "channel_data"})
 
 PARQUET_NAME, JOURNAL_NAME, LOCK_NAME = "ledger.parquet", "journal.jsonl", "ledger.lock"
-_WRITE_ID = "lmbatch.write_id"  # parquet key-value metadata: which write produced the file
 
 # Rows the API has not (or surely not) processed; anything else may have been sent.
 _UNSENT = frozenset({PENDING, FAILED, SKIPPED})
@@ -141,7 +140,7 @@ class Ledger:
         with self._locked():
             base, self._write_id = _read_parquet(self._parquet)
             self._state = _State(base)
-            self._state.replay(_read_journal(self._journal))
+            self._state.replay(journal.read_events(self._journal))
         self._frame: pl.DataFrame | None = None
         self._since = 0
         self._last_checkpoint = clock()
@@ -441,13 +440,13 @@ class Ledger:
         """Append one event durably, then apply it; an empty event writes nothing."""
         if not rows:
             return
-        event = {"v": 1, "type": kind, "at": _encode(self._now()), **payload}
-        event["rows"] = {k: {c: _encode(v) for c, v in f.items()} for k, f in rows.items()}
+        event = {"v": 1, "type": kind, "at": journal.encode(self._now()), **payload}
+        event["rows"] = {k: {c: journal.encode(v) for c, v in f.items()} for k, f in rows.items()}
         line = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
         with self._locked():
             try:
-                _cut_torn_tail(self._journal_fd)
-                _write_all(self._journal_fd, line)
+                journal.cut_torn_tail(self._journal_fd)
+                journal.write_all(self._journal_fd, line)
                 os.fdatasync(self._journal_fd)
             except OSError as err:
                 # After a failed fsync the page cache cannot be trusted (the line may or may
@@ -469,19 +468,19 @@ class Ledger:
         # was (if the journal cannot be truncated after the rename, replay is idempotent).
         with self._locked():
             base, write_id = self._state.base, self._write_id
-            if _write_id(self._parquet) != write_id:  # another process checkpointed
+            if journal.write_id(self._parquet) != write_id:  # another process checkpointed
                 base, write_id = _read_parquet(self._parquet)
             # Our own events are in the journal too, with everyone else's, in append order.
             state = _State(base)
-            state.replay(_read_journal(self._journal))
+            state.replay(journal.read_events(self._journal))
             folded = state.fold()
             grew = False
             if new_rows is not None:
                 new_rows = new_rows.filter(~pl.col("key").is_in(folded["key"].implode()))
                 folded, grew = _merge(folded, new_rows), new_rows.height > 0
             if state.delta or grew or not write_id:
-                new_id = _write_parquet(folded, self._parquet)
-                _truncate_journal(self._journal_fd, self._journal)
+                new_id = journal.write_parquet(folded, self._parquet)
+                journal.truncate(self._journal_fd, self._journal)
                 state, write_id = _State(folded), new_id
         self._state, self._write_id = state, write_id
         self._frame = None
@@ -499,7 +498,7 @@ def read_ledger(folder: Path) -> pl.DataFrame:
             stack.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_SH)  # a checkpoint cannot swap files under us
         base, _ = _read_parquet(folder / PARQUET_NAME)
-        events = _read_journal(folder / JOURNAL_NAME)
+        events = journal.read_events(folder / JOURNAL_NAME)
     state = _State(base)
     state.replay(events)
     return state.fold()
@@ -592,7 +591,7 @@ class _State:
         """Apply journal events as read from disk."""
         for event in events:
             rows = event["rows"]
-            self.apply({k: {c: _decode(v) for c, v in f.items()} for k, f in rows.items()})
+            self.apply({k: {c: journal.decode(v) for c, v in f.items()} for k, f in rows.items()})
 
     def fold(self) -> pl.DataFrame:
         """The base with the touched rows written in; the base itself if nothing changed."""
@@ -630,104 +629,15 @@ class _State:
         return _merge(_conform(patched, _schema_of(patched)), changed.filter(~found))
 
 
-# -- files -------------------------------------------------------------------------------
-
-
 def _read_parquet(path: Path) -> tuple[pl.DataFrame, str]:
     """The checkpointed frame (sorted by key, SCHEMA conformed) and its write id."""
-    try:
-        frame = pl.read_parquet(path)
-        write_id = _write_id(path)
-    except FileNotFoundError:
+    frame, write_id = journal.read_parquet(path)
+    if frame is None:
         return _empty(), ""
-    except (OSError, pl.exceptions.PolarsError) as err:
-        raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
     frame = _conform(frame, _schema_of(frame))
     if not frame["key"].is_sorted():  # written by something else than us
         frame = frame.sort("key")
     return frame.set_sorted("key"), write_id
-
-
-def _write_id(path: Path) -> str:
-    """Which write produced `path` ("" if absent; unique each call if not ours: reread it)."""
-    try:
-        return pl.read_parquet_metadata(path).get(_WRITE_ID) or f"foreign-{uuid.uuid4().hex}"
-    except FileNotFoundError:
-        return ""
-    except (OSError, pl.exceptions.PolarsError) as err:
-        raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
-
-
-def _write_parquet(frame: pl.DataFrame, path: Path) -> str:
-    """Replace `path` by `frame` atomically and durably; returns the new write id."""
-    write_id = uuid.uuid4().hex
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        frame.write_parquet(tmp, metadata={_WRITE_ID: write_id})
-        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except (OSError, pl.exceptions.PolarsError) as err:
-        raise LedgerError(f"{path}: cannot write the ledger: {err}") from err
-    return write_id
-
-
-def _read_journal(path: Path) -> list[dict[str, Any]]:
-    """The journal's complete events; the unterminated tail (a torn write) is dropped."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    except OSError as err:
-        raise LedgerError(f"{path}: cannot read the journal: {err}") from err
-    events = []
-    for number, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), 1):
-        try:
-            event = json.loads(line)
-            if not isinstance(event, dict) or not isinstance(event.get("rows"), dict):
-                raise ValueError("not a journal event")
-        except ValueError as err:
-            raise LedgerError(
-                f"{path}:{number}: corrupt journal line: {err}",
-                hint="the ledger cannot be trusted past this line; inspect the file",
-            ) from err
-        events.append(event)
-    return events
-
-
-def _cut_torn_tail(fd: int) -> None:
-    """Cut an unterminated last line (a crashed write) so the next line starts clean."""
-    size = os.fstat(fd).st_size
-    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
-        return
-    end = size
-    while end > 0:
-        start = max(0, end - 65536)
-        newline = os.pread(fd, end - start, start).rfind(b"\n")
-        if newline >= 0:
-            os.ftruncate(fd, start + newline + 1)
-            return
-        end = start
-    os.ftruncate(fd, 0)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _truncate_journal(fd: int, path: Path) -> None:
-    """Empty the journal in place: other writers' O_APPEND fds keep pointing at it."""
-    try:
-        os.ftruncate(fd, 0)
-        os.fsync(fd)
-    except OSError as err:
-        raise LedgerError(f"{path}: cannot truncate the journal: {err}") from err
 
 
 # -- values ------------------------------------------------------------------------------
@@ -745,14 +655,4 @@ def _normalise(column: str, value: Any) -> Any:
         return json.dumps(value, ensure_ascii=False)
     if column in JSON_COLUMNS and value is not None and not isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    return value
-
-
-def _encode(value: Any) -> Any:
-    return {"$dt": value.isoformat()} if isinstance(value, datetime) else value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, dict) and "$dt" in value:
-        return datetime.fromisoformat(value["$dt"]).astimezone(UTC)
     return value

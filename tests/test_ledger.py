@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import batch.journal as journal_module
 import batch.ledger as ledger_module
 from batch.errors import LedgerError
 from batch.ledger import (
@@ -330,7 +331,7 @@ def test_crash_between_rename_and_truncate_does_not_double_count(
     def power_cut(fd: int, path: Path) -> None:
         raise SystemExit("power cut")
 
-    monkeypatch.setattr(ledger_module, "_truncate_journal", power_cut)
+    monkeypatch.setattr(journal_module, "truncate", power_cut)
     with pytest.raises(SystemExit):
         ledger.checkpoint()
     crash(ledger)
@@ -478,13 +479,13 @@ def test_queue_is_one_bulk_write_and_keeps_existing_rows(
     ledger = open_ledger()
     ledger.intent("r1", [entry("K0000007")])
     writes: list[int] = []
-    real_write = ledger_module._write_parquet
+    real_write = journal_module.write_parquet
 
     def counting_write(frame: pl.DataFrame, path: Path) -> str:
         writes.append(frame.height)
         return real_write(frame, path)
 
-    monkeypatch.setattr(ledger_module, "_write_parquet", counting_write)
+    monkeypatch.setattr(journal_module, "write_parquet", counting_write)
     n = 1_000_000
     many = pl.select(key=pl.format("K{}", pl.int_range(n).cast(pl.String).str.zfill(7)))
     ledger.queue(many.with_columns(email=pl.lit("x@example.com"), content_hash=pl.lit("h")))
