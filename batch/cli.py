@@ -265,8 +265,8 @@ def resolve(
 ) -> None:
     """Settle rows left in doubt by hand, after checking the LegallyMail panel."""
     from batch.ledger import Ledger
+    from batch.lock import CampaignLock
     from batch.reconcile import settle_by_hand
-    from batch.schedule import CampaignLock
 
     if verdict is None:
         raise click.UsageError("say --sent or --not-sent")

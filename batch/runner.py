@@ -21,11 +21,11 @@ from batch.client import LegallyMailClient
 from batch.dataset import read_dataset
 from batch.jobfile import Job
 from batch.ledger import IN_DOUBT, PENDING, Ledger, read_ledger
+from batch.lock import CampaignLock
 from batch.pacing import HostLimiter, RateLimiter, StopClock
 from batch.plan import group
 from batch.progress import NullReporter, Reporter, RunStats
 from batch.render import Scan, scan
-from batch.schedule import CampaignLock
 from batch.sender import RunOptions, Sender, grouping
 
 __all__ = ["NullReporter", "Reporter", "RunOptions", "RunStats", "RunSummary", "run", "validate"]

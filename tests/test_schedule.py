@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from batch.errors import EXIT_LOCKED, InputError, JobFileError, LockHeld
 from batch.jobfile import ScheduleSpec, SendWindowSpec
+from batch.lock import CampaignLock
 from batch.schedule import (
-    CampaignLock,
     SendWindow,
     crontab_line,
     granularity,
@@ -388,7 +388,7 @@ def test_window_reads_the_wall_clock_and_its_edges_agree(
 HOLDER = """
 import sys
 from pathlib import Path
-from batch.schedule import CampaignLock
+from batch.lock import CampaignLock
 lock = CampaignLock(Path(sys.argv[1]))
 lock.acquire()
 print("locked", flush=True)
