@@ -18,8 +18,8 @@ demo: venv
 	$(BIN)/python -m batch demo
 
 lint: venv
-	$(BIN)/ruff check batch tests bench
-	$(BIN)/ruff format --check batch tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 types: venv
 	$(BIN)/mypy
