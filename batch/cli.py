@@ -352,6 +352,17 @@ def sandbox(
         faults = parse_faults(fault_rate) if fault_rate else {}
     except ValueError as err:
         raise click.BadParameter(str(err)) from err
+
+    def ready(running: Any) -> None:
+        out = Console(highlight=False)
+        out.print(
+            f"LegallyMail sandbox on {running.base_url} ({limit} requests per {window:g} s, "
+            f"{credits} credits); point a job at it with:"
+        )
+        out.print(f"  export LEGALLYMAIL_BASE_URL={running.base_url}", markup=False)
+        out.print(f"  export LEGALLYMAIL_TOKEN={running.token}", markup=False)
+        out.print("Ctrl-C stops it.")
+
     serve(
         SandboxConfig(
             host=host,
@@ -367,7 +378,8 @@ def sandbox(
             delivered_after=delivered_after,
             read_after=read_after,
             db=db,
-        )
+        ),
+        ready=ready,
     )
 
 
