@@ -79,7 +79,7 @@ def validate(job: Path, period: str | None) -> None:
     if summary.invalid:
         raise errors.RowErrors(summary.invalid)
     stats = summary.stats
-    console.print(
+    Console().print(
         f"[green]ok[/]: {stats.recipients} recipient(s) to send in {stats.requests_planned} "
         f"request(s), about {stats.eta_seconds / 60:.0f} min at the rate limit"
     )
@@ -97,7 +97,7 @@ def preview(job: Path, period: str | None, limit: int) -> None:
     loaded = _load(job, period)
     frame, result = read_and_scan(loaded)
     index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
-    console.print(f"preview: {index}")
+    Console().print(f"preview: {index}")
     if result.errors:
         raise errors.RowErrors(result.errors)
 
