@@ -8,6 +8,7 @@ Excel cells are read as text, so "007" stays "007", and empty cells are "".
 
 from __future__ import annotations
 
+import codecs
 import re
 from pathlib import Path
 
@@ -76,11 +77,13 @@ def _read_csv(path: Path, shown: str, delimiter: str, encoding: str) -> pl.DataF
             f"{shown}:{line}: not valid {encoding}: {err.reason}",
             hint="set dataset.encoding in the job file (e.g. latin-1)",
         ) from err
-    if not text.strip():
+    if not text or text.isspace():  # isspace() stops at the first character that is not
         raise DatasetError(f"{shown}: the file is empty")
     lines = _record_lines(text, shown, delimiter)
+    # Valid UTF-8 is parsed as it came (minus a BOM): re-encoding 100 MB costs ~0.1 s.
+    data = raw.removeprefix(codecs.BOM_UTF8) if codec == "utf-8-sig" else text.encode("utf-8")
     frame = pl.read_csv(
-        text.encode("utf-8"),
+        data,
         separator=delimiter,
         infer_schema=False,
         empty_string_is_null=False,
@@ -103,10 +106,15 @@ def _record_lines(text: str, shown: str, delimiter: str) -> pl.DataFrame:
     so records are found here, vectorized: a line whose preceding quote count is odd continues
     a quoted field; separators inside quotes are removed before counting fields.
     """
-    parts = pl.Series("l", [text]).str.split("\n").explode()
+    # str.split builds the lines in a third of the time polars' split + explode takes.
+    pieces = text.split("\n")
     if text.endswith("\n"):
-        parts = parts.head(len(parts) - 1)
-    lines = pl.DataFrame({"l": parts.str.strip_suffix("\r")}).with_row_index("n", offset=1)
+        pieces.pop()
+    parts = pl.Series("l", pieces, dtype=pl.String)
+    del pieces
+    if "\r" in text:
+        parts = parts.str.strip_suffix("\r")
+    lines = pl.DataFrame({"l": parts}).with_row_index("n", offset=1)
     quotes = pl.col("l").str.count_matches('"', literal=True)
     lines = lines.with_columns(continues=((quotes.cum_sum() - quotes) % 2) == 1)
     if lines["continues"].any():
@@ -117,11 +125,16 @@ def _record_lines(text: str, shown: str, delimiter: str) -> pl.DataFrame:
         )
     else:
         records = lines.select("n", "l")
-    unquoted = pl.col("l").str.replace_all(r'"[^"]*"', "")
     records = records.with_columns(
-        fields=unquoted.str.count_matches(delimiter, literal=True) + 1,
+        fields=pl.col("l").str.count_matches(delimiter, literal=True) + 1,
         blank=pl.col("l") == "",
     )
+    quoted = records["l"].str.contains('"', literal=True).arg_true()
+    if len(quoted):
+        # Only records with quotes can hide separators: strip their quoted parts and recount.
+        unquoted = records["l"].gather(quoted).str.replace_all(r'"[^"]*"', "")
+        recount = unquoted.str.count_matches(delimiter, literal=True) + 1
+        records = records.with_columns(records["fields"].scatter(quoted, recount))
     expected = int(records["fields"][0])
     bad = records.slice(1).filter(~pl.col("blank") & (pl.col("fields") != expected))
     if bad.height:
@@ -194,7 +207,7 @@ def _with_keys(frame: pl.DataFrame, job: Job, shown: str) -> pl.DataFrame:
     else:
         frame = frame.with_columns(_default_keys(frame, job).alias("__key__"))
     # Blank default keys are rows without an address: scan reports those as row errors.
-    keyed = frame.filter(pl.col("__key__") != "")
+    keyed = frame.select("__key__", "__row__").filter(pl.col("__key__") != "")
     dupes = keyed.filter(pl.col("__key__").is_duplicated())
     if dupes.height:
         groups = dupes.group_by("__key__", maintain_order=True).agg("__row__")

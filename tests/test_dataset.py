@@ -71,6 +71,8 @@ def test_wrong_encoding_names_the_line(job_dir: Path) -> None:
         (b"id,name,email\n1,a,x\n2,b\n3,c,z\n", "d.csv:3: expected 3 fields, found 2"),
         (b"id,name,email\n1,a,x\n2,b,y\n3,c,z,extra\n", "d.csv:4: expected 3 fields, found 4"),
         (b'id,name\n1,"a\nb"\n2\n', "d.csv:4: expected 2 fields, found 1"),
+        (b'a,b,c\n1,"x,y",z\n2,"x,y"\n3,p,q\n', "d.csv:3: expected 3 fields, found 2"),
+        (b'a,b\r\n1,"x,y"\r\n2,"x,y",z\r\n', "d.csv:3: expected 2 fields, found 3"),
     ],
 )
 def test_malformed_lines_are_errors_naming_the_line(
@@ -156,15 +158,11 @@ def test_default_key_follows_a_composed_recipient_template(job_dir: Path) -> Non
     assert read_dataset(job)["__key__"].to_list() == ["ann@example.com", "bob@example.com"]
 
 
-def test_a_million_rows_read_fast(job_dir: Path) -> None:
-    import time
-
+def test_a_million_rows_keep_their_line_numbers(job_dir: Path) -> None:
+    # How fast this is read is measured by `make bench`, never asserted here.
     lines = "".join(f'C-{i},Name {i},u{i}@example.com,"Madrid, ES"\n' for i in range(1_000_000))
     (job_dir / "d.csv").write_text("id,name,email,city\n" + lines)
-    job = make_job(job_dir, "{path: d.csv, key: id}")
-    started = time.perf_counter()
-    frame = read_dataset(job)
-    elapsed = time.perf_counter() - started
+    frame = read_dataset(make_job(job_dir, "{path: d.csv, key: id}"))
     assert frame.height == 1_000_000
     assert frame["__row__"][-1] == 1_000_001
-    assert elapsed < 5  # about 1 s on a quiet machine; generous for loaded CI
+    assert frame["city"][-1] == "Madrid, ES"
