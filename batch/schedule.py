@@ -317,11 +317,11 @@ class SendWindow:
         self.start, self.end = _parse_hours(spec.hours)
         self.always = len(self.days) == 7 and (self.start, self.end) == (0, 24 * 60)
 
-    def _stretches(self, now: datetime) -> list[tuple[datetime, datetime]]:
-        """Open stretches (UTC, merged) from the day before `now` to ten days after."""
+    def _stretches(self, now: datetime, days: int = 10) -> list[tuple[datetime, datetime]]:
+        """Open stretches (UTC, merged) from the day before `now` to `days` days after."""
         today = now.astimezone(self.tz).date()
         merged: list[tuple[datetime, datetime]] = []
-        for offset in range(-1, 11):
+        for offset in range(-1, days + 1):
             day = datetime.combine(today + timedelta(days=offset), datetime.min.time())
             if day.weekday() not in self.days:
                 continue
@@ -350,8 +350,9 @@ class SendWindow:
         if self.is_open(now):
             return now
         now_utc = _utc(now)
-        # Days are never empty, so a stretch opens within a week (some hour always exists).
-        opens = min(s[0] for s in self._stretches(now_utc) if s[0] > now_utc)
+        # A stretch opens within a week, unless that week's only stretch lies wholly in a
+        # skipped spring-forward hour ("sun 02:15-03:00" in Madrid): then the week after.
+        opens = min(s[0] for s in self._stretches(now_utc, days=17) if s[0] > now_utc)
         return opens.astimezone(self.tz)
 
     def closes_at(self, now: datetime) -> datetime | None:

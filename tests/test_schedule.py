@@ -540,3 +540,11 @@ def test_systemd_agrees_with_croniter_on_the_next_fire_times(cron: str) -> None:
         for t in next_fire_times(ScheduleSpec(cron=cron, timezone="Europe/Madrid"), now, 4)
     ]
     assert theirs in (ours[:3], ours[1:])
+
+
+def test_a_window_lost_to_spring_forward_opens_the_week_after() -> None:
+    # On 2024-03-31 Madrid skips 02:00-03:00, the whole of this Sunday window.
+    window = SendWindow(SendWindowSpec(days="sun", hours="02:15-03:00"), "Europe/Madrid")
+    opens = window.next_open(utc(2024, 3, 25))
+    assert opens == madrid(2024, 4, 7, 2, 15)
+    assert window.is_open(opens)
