@@ -1,0 +1,408 @@
+"""Exactly once, whatever fails: fault injection against the sandbox over loopback.
+
+Each campaign runs (in this process, over a real socket) against a sandbox injecting the four
+fault kinds with a fixed seed, again and again until nothing is left to send or to look up;
+then the sandbox's record and the ledger must agree: every recipient received its own
+message exactly once, and the ledger holds the very tracking ids the sandbox handed out.
+
+The helpers here (job writers, the exactly-once check) are shared with test_crash.py and
+test_concurrent_runs.py.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+from click.testing import CliRunner
+
+from batch import errors
+from batch.cli import main
+from batch.jobfile import load_job
+from batch.ledger import read_ledger
+from batch.runner import NullReporter, RunSummary, run
+from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+
+WINDOW = 0.5  # 10 requests per half second: the real limit, scaled 120×
+REPO = Path(__file__).resolve().parent.parent
+PDF = REPO / "jobs" / "data" / "terms.pdf"
+SEEDS = [11, 23, 37]
+
+
+# --- campaigns ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One row of a test campaign and what the sandbox must end up holding for it."""
+
+    key: str
+    address: str  # as the sandbox records it: e-mail, E.164 phone, or signer e-mail
+    subject: str  # e-mail subject, SMS text or signature document name
+    fails: bool = False  # an e-mail address the sandbox rejects (`fail*`): status failed
+
+
+@dataclass
+class Campaign:
+    """A job file on disk and the recipients it must reach."""
+
+    job_path: Path
+    channel: str
+    recipients: list[Recipient] = field(default_factory=list)
+
+    @property
+    def by_key(self) -> dict[str, Recipient]:
+        """The recipients by dataset key."""
+        return {r.key: r for r in self.recipients}
+
+
+def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    columns = list(rows[0])
+    lines = [",".join(columns)] + [",".join(r[c] for c in columns) for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _job_text(campaign: str, channel: str, body: str, *, timeout: float, attempts: int) -> str:
+    return f"""campaign: {campaign}
+channel: {channel}
+dataset: {{path: people.csv, key: id}}
+{body}
+api: {{timeout_seconds: {timeout}}}
+limits: {{requests_per_window: 10, window_seconds: {WINDOW}, max_recipients_per_request: 10}}
+retry: {{attempts: {attempts}, max_backoff_seconds: 0.1}}
+output: out
+"""
+
+
+def email_campaign(
+    folder: Path,
+    *,
+    personal: int,
+    grouped: int,
+    seed: int,
+    name: str = "mail",
+    timeout: float = 5.0,
+    attempts: int = 5,
+) -> Campaign:
+    """`personal` one-off messages and `grouped` recipients in groups of 2..14 identical ones.
+
+    Groups above 10 are split into two requests of the same subject, which reconciliation
+    must tell apart by their recipient lists. Two addresses are `fail*` (rejected by the
+    sandbox), one personal and one inside a group.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    topics: list[str] = []
+    group_no = 0
+    while len(topics) < grouped:
+        size = min(rng.randint(2, 14), grouped - len(topics))
+        topics += [f"Group {name} {group_no}"] * size
+        group_no += 1
+    topics += [""] * personal
+    rng.shuffle(topics)  # groups interleave with personal messages, as in real data
+    failing = {topics.index(""), next(i for i, t in enumerate(topics) if t)} if grouped else set()
+    rows, recipients = [], []
+    for i, topic in enumerate(topics):
+        key = f"K-{i:04d}"
+        local = f"fail-{name}{i}" if i in failing else f"{name}{i}"
+        subject = topic or f"Personal {name} {key}"
+        greeting = f"Notice for {topic}" if topic else f"Dear person {i} ({key})"
+        address = f"{local}@example.com"
+        rows.append({"id": key, "email": address, "subject": subject, "greeting": greeting})
+        recipients.append(Recipient(key, address, subject, fails=local.startswith("fail")))
+    _write_csv(folder / "people.csv", rows)
+    (folder / "notice.html").write_text("<p>{{ greeting }}</p>", encoding="utf-8")
+    body = (
+        'recipient: {email: "{{ email }}"}\nmessage: {subject: "{{ subject }}", html: notice.html}'
+    )
+    job = folder / "job.yaml"
+    job.write_text(
+        _job_text(name, "email", body, timeout=timeout, attempts=attempts), encoding="utf-8"
+    )
+    return Campaign(job, "email", recipients)
+
+
+def sms_campaign(
+    folder: Path, *, n: int, name: str = "sms", timeout: float = 5.0, attempts: int = 5
+) -> Campaign:
+    """`n` certified SMS to Spanish mobiles written without +34 (default_region ES)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows, recipients = [], []
+    for i in range(n):
+        key = f"S-{i:04d}"
+        phone = f"6123{i:05d}" if i != 4 else "612340000"  # ends in 0000: fails at tracking
+        text = f"Hola {i} su recibo {key} vence pronto."
+        rows.append({"id": key, "phone": phone, "text": text})
+        recipients.append(Recipient(key, f"+34{phone}", text))
+    _write_csv(folder / "people.csv", rows)
+    body = 'recipient: {phone: "{{ phone }}", default_region: ES}\nmessage: {text: "{{ text }}"}'
+    job = folder / "job.yaml"
+    job.write_text(_job_text(name, "sms", body, timeout=timeout, attempts=attempts), "utf-8")
+    return Campaign(job, "sms", recipients)
+
+
+def signature_campaign(
+    folder: Path, *, n: int, name: str = "sign", timeout: float = 5.0, attempts: int = 5
+) -> Campaign:
+    """`n` signature requests, one signer each, the same PDF under a per-row name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(PDF, folder / "terms.pdf")
+    rows, recipients = [], []
+    for i in range(n):
+        key = f"G-{i:04d}"
+        address = f"signer{i}@example.com"
+        rows.append({"id": key, "name": f"Signer {i}", "email": address})
+        recipients.append(Recipient(key, address, f"Contract {key}.pdf"))
+    _write_csv(folder / "people.csv", rows)
+    body = (
+        'signers: [{name: "{{ name }}", email: "{{ email }}"}]\n'
+        'document: {path: terms.pdf, name: "Contract {{ id }}.pdf"}\n'
+        "language: en"
+    )
+    job = folder / "job.yaml"
+    job.write_text(_job_text(name, "signature", body, timeout=timeout, attempts=attempts), "utf-8")
+    return Campaign(job, "signature", recipients)
+
+
+# --- checks -------------------------------------------------------------------------------
+
+
+def ledger_of(campaign: Campaign) -> pl.DataFrame:
+    """The campaign's ledger as `lmbatch status` would read it."""
+    return read_ledger(load_job(campaign.job_path).output_dir)
+
+
+def accepted(sandbox: RunningSandbox, campaign: Campaign) -> list[dict[str, object]]:
+    """What the sandbox accepted for this campaign (one entry per recipient or signer)."""
+    subjects = {r.subject for r in campaign.recipients}
+    log = [e for e in sandbox.state.log() if e["channel"] == campaign.channel]
+    if campaign.channel == "sms":
+        return [e for e in log if e["message"] in subjects]
+    return [e for e in log if e["subject"] in subjects]
+
+
+def assert_exactly_once(sandbox: RunningSandbox, campaign: Campaign) -> pl.DataFrame:
+    """Nobody twice, nobody missing, each with its own message, ids equal to the sandbox's."""
+    log = accepted(sandbox, campaign)
+    times = Counter(str(e["recipient"]).lower() for e in log)
+    twice = sorted(a for a, n in times.items() if n > 1)
+    assert not twice, f"{len(twice)} recipient(s) sent more than once: {twice[:5]}"
+    wanted = {r.address.lower(): r for r in campaign.recipients}
+    lost = sorted(set(wanted) - set(times))
+    assert not lost, f"{len(lost)} recipient(s) never sent: {lost[:5]}"
+    assert set(times) == set(wanted), "the sandbox holds sends this campaign never asked for"
+    by_address = {str(e["recipient"]).lower(): e for e in log}
+    ledger = ledger_of(campaign)
+    assert sorted(ledger["key"].to_list()) == sorted(r.key for r in campaign.recipients)
+    for row in ledger.iter_rows(named=True):
+        recipient = campaign.by_key[row["key"]]
+        entry = by_address[recipient.address.lower()]
+        subject = entry["message"] if campaign.channel == "sms" else entry["subject"]
+        assert subject == recipient.subject, f"{row['key']} got another row's message"
+        expected = "failed" if recipient.fails else "sent"
+        assert row["status"] == expected, f"{row['key']}: {row['status']} ({row['error_details']})"
+        assert row["tracking_id"] == entry["tracking_id"], f"{row['key']}: tracking id differs"
+        if campaign.channel == "email":
+            assert row["parent_tracking_id"] == entry["parent_tracking_id"]
+    return ledger
+
+
+# --- running ------------------------------------------------------------------------------
+
+
+class Notes(NullReporter):
+    """Keeps the run's notes (answers lost, in doubt, proven absent) for the figures."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def note(self, message: str) -> None:
+        """Keep the line."""
+        self.lines.append(message)
+
+    def count(self, text: str) -> int:
+        """How many notes mention `text`."""
+        return sum(text in line for line in self.lines)
+
+
+def run_until_settled(campaign: Campaign, notes: Notes, *, most: int = 6) -> list[RunSummary]:
+    """Run the campaign until a run ends with nothing pending or in doubt."""
+    job = load_job(campaign.job_path)
+    summaries: list[RunSummary] = []
+    while len(summaries) < most:
+        summaries.append(run(job, reporter=notes))
+        if summaries[-1].exit_code == errors.EXIT_OK:
+            return summaries
+    counts = summaries[-1].counts
+    raise AssertionError(f"still not settled after {most} runs: {counts}")
+
+
+def figures(label: str, **values: object) -> None:
+    """One line of measurements, shown with `pytest -s` (and in the report)."""
+    print(f"\nFIGURES {label}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
+
+
+@pytest.fixture
+def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
+    """A host-wide limiter state of this test's own; the API env set by `point_at`."""
+    monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+    yield monkeypatch
+
+
+def point_at(monkeypatch: pytest.MonkeyPatch, sandbox: RunningSandbox) -> None:
+    """Point LEGALLYMAIL_BASE_URL and LEGALLYMAIL_TOKEN at `sandbox`."""
+    monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
+    monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
+
+
+def fault_sandbox(**overrides: Any) -> SandboxConfig:
+    """A sandbox scaled to WINDOW, with fast status progression."""
+    config = SandboxConfig(
+        rate_limit=10,
+        rate_window=WINDOW,
+        delivered_after=0.2,
+        read_after=0.4,
+        slow_seconds=0.6,
+        burst_length=2,
+    )
+    return replace(config, **overrides)
+
+
+FAULTS = {"error_500": 0.05, "lost_response": 0.07, "slow": 0.04, "burst_429": 0.02}
+
+
+# --- e-mail -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_email_campaign_under_every_fault_is_sent_exactly_once(
+    environment: pytest.MonkeyPatch, tmp_path: Path, seed: int
+) -> None:
+    # Faults hit every /api path, look-ups included: a look-up that fails leaves the send
+    # in doubt for the next run, which must still settle it.
+    # A read timeout shorter than a slow answer: the send is recorded, the client gives up.
+    campaign = email_campaign(
+        tmp_path / "job", personal=70, grouped=140, seed=seed, timeout=0.4, attempts=5
+    )
+    config = fault_sandbox(faults=FAULTS, fault_seed=seed, fault_endpoints=("*",))
+    started = time.monotonic()
+    with running_sandbox(config) as sandbox:
+        point_at(environment, sandbox)
+        notes = Notes()
+        summaries = run_until_settled(campaign, notes)
+        assert_exactly_once(sandbox, campaign)
+        stats = sandbox.state.stats()
+        assert sum(stats["faults"].values()) >= 5, "the seed drew too few faults to prove much"
+        assert notes.count("answer lost") >= 3
+        figures(
+            f"email seed={seed}",
+            recipients=len(campaign.recipients),
+            runs=len(summaries),
+            requests=stats["requests"],
+            faults=stats["faults"],
+            answers_lost=notes.count("answer lost"),
+            read_timeouts=notes.count("ReadTimeout"),
+            found_after_loss=notes.count("found in the account"),
+            proven_absent=notes.count("proven not sent"),
+            left_in_doubt=notes.count("stay in doubt"),
+            duplicates=0,
+            losses=0,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+
+def in_doubt_keys(campaign: Campaign) -> list[str]:
+    """The keys the ledger holds in doubt."""
+    return sorted(ledger_of(campaign).filter(pl.col("status") == "in_doubt")["key"].to_list())
+
+
+def resolve_by_hand(sandbox: RunningSandbox, campaign: Campaign, keys: list[str]) -> Counter[str]:
+    """Do what the operator does: look each key up in the panel, then `lmbatch resolve` it."""
+    log = {str(e["recipient"]).lower(): e for e in accepted(sandbox, campaign)}
+    verdicts: Counter[str] = Counter()
+    for key in keys:
+        entry = log.get(campaign.by_key[key].address.lower())
+        args = ["resolve", str(campaign.job_path), key]
+        args += ["--sent", "--tracking-id", str(entry["tracking_id"])] if entry else ["--not-sent"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
+        assert "1 row(s) recorded as" in result.output
+        verdicts["sent" if entry else "not-sent"] += 1
+    return verdicts
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_sms_in_doubt_is_never_resent_and_is_settled_by_hand(
+    environment: pytest.MonkeyPatch, tmp_path: Path, seed: int
+) -> None:
+    campaign = sms_campaign(tmp_path / "job", n=40, timeout=0.4)
+    faults = {"error_500": 0.08, "lost_response": 0.1, "slow": 0.06, "burst_429": 0.03}
+    with running_sandbox(fault_sandbox(faults=faults, fault_seed=seed)) as sandbox:
+        point_at(environment, sandbox)
+        job = load_job(campaign.job_path)
+        first = run(job)
+        doubtful = in_doubt_keys(campaign)
+        drawn = sandbox.state.stats()["faults"]
+        # Every 500, lost or slow answer to an SMS leaves it in doubt: none can be looked up.
+        answered_badly = sum(drawn.get(k, 0) for k in ("error_500", "lost_response", "slow"))
+        assert len(doubtful) == answered_badly >= 2
+        assert first.exit_code == errors.EXIT_PENDING
+        sent_before = len(accepted(sandbox, campaign))
+
+        sandbox.state.faults.set({})
+        again = run(job)
+        assert again.exit_code == errors.EXIT_PENDING, "rows in doubt are work left"
+        assert in_doubt_keys(campaign) == doubtful, "a second run settled an SMS it cannot see"
+        assert len(accepted(sandbox, campaign)) == sent_before, "an SMS in doubt was re-sent"
+
+        verdicts = resolve_by_hand(sandbox, campaign, doubtful)
+        assert verdicts["not-sent"] == drawn.get("error_500", 0)  # 500s come before the commit
+        final = run(job)
+        assert final.exit_code == errors.EXIT_OK
+        assert_exactly_once(sandbox, campaign)
+        figures(
+            f"sms seed={seed}",
+            recipients=len(campaign.recipients),
+            faults=drawn,
+            in_doubt=len(doubtful),
+            resolved_sent=verdicts["sent"],
+            resolved_not_sent=verdicts["not-sent"],
+            duplicates=0,
+            losses=0,
+        )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_signature_requests_in_doubt_are_looked_up_not_resent(
+    environment: pytest.MonkeyPatch, tmp_path: Path, seed: int
+) -> None:
+    campaign = signature_campaign(tmp_path / "job", n=40, timeout=0.4)
+    faults = {"error_500": 0.08, "lost_response": 0.12, "slow": 0.06, "burst_429": 0.03}
+    with running_sandbox(fault_sandbox(faults=faults, fault_seed=seed)) as sandbox:
+        point_at(environment, sandbox)
+        notes = Notes()
+        summaries = run_until_settled(campaign, notes)
+        assert_exactly_once(sandbox, campaign)
+        drawn = sandbox.state.stats()["faults"]
+        assert notes.count("answer lost") >= 2
+        assert notes.count("found in the account's latest signature requests") >= drawn.get(
+            "lost_response", 0
+        )
+        figures(
+            f"signature seed={seed}",
+            recipients=len(campaign.recipients),
+            runs=len(summaries),
+            faults=drawn,
+            answers_lost=notes.count("answer lost"),
+            proven_absent=notes.count("proven not sent"),
+            duplicates=0,
+            losses=0,
+        )
