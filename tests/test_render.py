@@ -305,6 +305,25 @@ def dataset(job_dir: Path, rows: int, bad_every: int = 0) -> None:
     (job_dir / "d.csv").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.parametrize("value", [None, "", " Ann ", 0, 1.5, True, "a & <b>", "{{ x }}"])
+def test_a_plain_variable_renders_exactly_as_jinja_does(job_dir: Path, value: Any) -> None:
+    # `{{ name }}` takes a shortcut past Jinja; `{{ name }}{{ "" }}` cannot: same result.
+    plain = Renderer(make_job(job_dir)).render(row(name=value))
+    full = Renderer(make_job(job_dir, EMAIL.replace('"{{ name }}"', "'{{ name }}{{ \"\" }}'")))
+    assert plain.name == full.render(row(name=value)).name
+
+
+def test_a_plain_variable_missing_from_the_row_is_named(job_dir: Path) -> None:
+    data = {k: v for k, v in row().items() if k != "email"}
+    with pytest.raises(RowProblems, match="variable 'email' is missing from the row"):
+        Renderer(make_job(job_dir)).render(data)
+
+
+def test_a_plain_variable_may_name_a_global(job_dir: Path) -> None:
+    job = make_job(job_dir, EMAIL.replace('"{{ name }}"', '"{{ campaign }}"'))
+    assert Renderer(job).render(row()).name == "c"
+
+
 def test_scan_reports_all_errors_and_keeps_a_compact_summary(job_dir: Path) -> None:
     dataset(job_dir, 50, bad_every=10)
     job = make_job(job_dir)
