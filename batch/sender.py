@@ -234,7 +234,7 @@ class Sender:
         except (errors.StopRun, errors.WorkPending) as err:
             self.ledger.not_sent(request_id, batch.keys, str(err))
             raise
-        self._record(request_id, batch, data)
+        self._record(request_id, batch, data, content)
         return True
 
     def _post(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -253,7 +253,9 @@ class Sender:
             return {**content, "phone": addresses[0]}
         return dict(content)
 
-    def _record(self, request_id: str, batch: Batch, data: dict[str, Any]) -> None:
+    def _record(
+        self, request_id: str, batch: Batch, data: dict[str, Any], content: dict[str, Any]
+    ) -> None:
         channel = self.job.spec.channel
         if channel == "email":
             parent = data.get("tracking_id")
@@ -280,6 +282,10 @@ class Sender:
         self.ledger.sent(
             request_id, parent_tracking_id=parent, outcomes=outcomes, sent_at=datetime.now(UTC)
         )
+        if channel != "email":
+            channel_data = _send_data(channel, data, content)
+            for entry in batch.entries:
+                self.ledger.update(entry.key, channel_data=channel_data)
         for o in outcomes:
             if o.status == "sent":
                 self.stats.sent += 1
@@ -362,6 +368,29 @@ class Sender:
         except errors.InputError:
             return None
         return message.content if message else None
+
+
+def _send_data(channel: str, answer: dict[str, Any], content: dict[str, Any]) -> dict[str, Any]:
+    """What the send's answer says beyond its id, for the ledger's channel_data.
+
+    SMS: the credits charged and the status at send time. Signature: the status at send
+    time, the document's name and each signer as sent (tracking replaces them with the
+    API's per-signer statuses).
+    """
+    status = answer.get("status")
+    if channel == "sms":
+        return {"status_at_send": status, "credits_deducted": answer.get("credits_deducted")}
+    signers = [
+        {**signer, "status": status}
+        for signer in content.get("signers") or []
+        if isinstance(signer, dict)
+    ]
+    return {
+        "status_at_send": status,
+        "document_name": answer.get("document_name"),
+        "created_at": answer.get("created_at"),
+        "signers": signers,
+    }
 
 
 def _newest_parent(frame: pl.DataFrame, before: datetime | None = None) -> str | None:
