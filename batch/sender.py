@@ -279,6 +279,9 @@ class Sender:
             uid = data.get("uuid") or (data.get("data") or {}).get("uuid")
             parent = uid
             outcomes = [Outcome(e.key, "sent", uid, None) for e in batch.entries]
+            # A later lost answer is looked up among the requests newer than this one: with
+            # a stale anchor it would fall out of the 25-item listing in a long campaign.
+            self.anchor = str(uid) if uid and channel == "signature" else self.anchor
         self.ledger.sent(
             request_id, parent_tracking_id=parent, outcomes=outcomes, sent_at=datetime.now(UTC)
         )
