@@ -32,6 +32,11 @@ IN_DOUBT_NEXT = (
     "looked up against the API's latest sends before anything else; found ones are "
     "recorded as sent, proven-absent ones are sent, the rest stay in doubt (never re-sent blindly)"
 )
+# Certified SMS have no listing to look them up in: only the operator can settle them.
+IN_DOUBT_SMS_NEXT = (
+    "never sent again automatically; find each in the LegallyMail panel, then settle it with "
+    "`lmbatch resolve JOB KEY --sent` (found) or `--not-sent` (absent: the next run sends it)"
+)
 
 
 @dataclass
@@ -45,6 +50,7 @@ class StatusSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # key, email, reason
     in_doubt: list[tuple[str, str, str]] = field(default_factory=list)
     eta_seconds: float = 0.0
+    channel: str = "email"
 
     @property
     def remaining(self) -> int:
@@ -69,7 +75,7 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
     if ledger.height:
         for status_name, n in ledger.group_by("status").len().iter_rows():
             counts[str(status_name)] = int(n)
-        rows = ledger.filter(pl.col("status").is_in([FAILED, "bounced", IN_DOUBT]))
+        rows = ledger.filter(pl.col("status").is_in([*_PROBLEMS, IN_DOUBT]))
         for key, email, status_name, why in rows.select(
             "key", "email", "status", "error_details"
         ).iter_rows():
@@ -93,6 +99,7 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
         failures,
         in_doubt,
         eta_seconds(left, per_window=limits.requests_per_window, window=limits.window_seconds),
+        channel=job.spec.channel,
     )
 
 
@@ -107,15 +114,18 @@ def print_status(summary: StatusSummary, console: Console) -> None:
         table.add_row("not yet queued", str(summary.not_queued))
     console.print(table)
     if summary.failures:
-        console.print(f"[red]{len(summary.failures)} failed or bounced:[/]")
+        console.print(f"[red]{len(summary.failures)} failed, bounced or declined:[/]")
         for key, email, why in summary.failures[:20]:
             console.print(f"  {key} {email}: {why}")
         if len(summary.failures) > 20:
             console.print(f"  … and {len(summary.failures) - 20} more")
     if summary.in_doubt:
-        console.print(
-            f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): next run, {IN_DOUBT_NEXT}"
+        advice = (
+            f"these SMS are {IN_DOUBT_SMS_NEXT}"
+            if summary.channel == "sms"
+            else f"next run, {IN_DOUBT_NEXT}"
         )
+        console.print(f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {advice}")
         for key, email, why in summary.in_doubt[:20]:
             console.print(f"  {key} {email}: {why}")
     if summary.remaining:
