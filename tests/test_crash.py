@@ -1,0 +1,272 @@
+"""Crash tests: `python -m batch run` killed with SIGKILL at seeded moments, then resumed.
+
+The sandbox runs in this process over loopback; lmbatch runs as a child process. Two kinds
+of kill, chosen by a seeded RNG together with the number of accepted sends to wait for:
+
+- in the gap: the next send is made `slow`, so the sandbox records it and then holds its
+  answer; the kill lands while the child waits for that answer, i.e. after the send and
+  before the ledger could record it (detected from the sandbox's own counters, not timed);
+- anywhere: as soon as the sandbox has accepted that many sends, wherever the child is
+  (pacing, journal write, checkpoint, look-up).
+
+After the kills, the campaign is resumed until settled, and the sandbox and the ledger must
+agree exactly as in test_exactly_once.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from test_exactly_once import (
+    Campaign,
+    assert_exactly_once,
+    email_campaign,
+    fault_sandbox,
+    figures,
+    in_doubt_keys,
+    resolve_by_hand,
+    signature_campaign,
+    sms_campaign,
+)
+
+from batch import errors
+from batch.cli import main
+from batch.sandbox import RunningSandbox, running_sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+SEND_PATH = {"email": "/api/send", "sms": "/api/sms/send", "signature": "/api/signature/send"}
+STAT = {"email": "emails", "sms": "sms", "signature": "signatures"}
+DEADLINE = 60.0  # seconds any one wait may take before the test gives up
+
+
+def child_env(sandbox: RunningSandbox, state_dir: Path) -> dict[str, str]:
+    """The child's environment: the sandbox's URL and token, a limiter state of its own."""
+    env = dict(os.environ)
+    env.update(
+        LEGALLYMAIL_BASE_URL=sandbox.base_url,
+        LEGALLYMAIL_TOKEN=sandbox.token,
+        LMBATCH_STATE_DIR=str(state_dir),
+    )
+    return env
+
+
+def start_run(campaign: Campaign, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
+    """`python -m batch run JOB` in the background, its output in `logs`."""
+    logs.mkdir(parents=True, exist_ok=True)
+    number = len(list(logs.iterdir()))
+    with open(logs / f"run-{number}.out", "wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "batch", "run", str(campaign.job_path)],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_until(condition: Callable[[], bool], child: subprocess.Popen[bytes] | None = None) -> bool:
+    """Poll `condition` until it holds (True) or the child has exited (False)."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        if child is not None and child.poll() is not None:
+            return condition()
+        time.sleep(0.001)  # a poll interval, not a stand-in for synchronisation
+    if child is not None:
+        child.kill()
+    raise AssertionError("no progress before the deadline")
+
+
+def recorded(sandbox: RunningSandbox, channel: str) -> int:
+    """Send requests the sandbox has accepted (and recorded) on this channel."""
+    return int(sandbox.state.stats()[STAT[channel]])
+
+
+def unanswered(sandbox: RunningSandbox, channel: str) -> int:
+    """Sends recorded whose answer has not gone out yet (a slow answer being held)."""
+    answered = sum(
+        1
+        for r in sandbox.state.requests()
+        if r["path"] == SEND_PATH[channel] and r["status"] in (200, 0)
+    )
+    return recorded(sandbox, channel) - answered
+
+
+def kill(child: subprocess.Popen[bytes]) -> None:
+    """SIGKILL: no handler, no cleanup, no flush."""
+    child.send_signal(signal.SIGKILL)
+    assert child.wait(timeout=DEADLINE) == -signal.SIGKILL
+
+
+def crash_repeatedly(
+    sandbox: RunningSandbox,
+    campaign: Campaign,
+    env: dict[str, str],
+    logs: Path,
+    *,
+    seed: int,
+    kills: int,
+    requests: int,
+) -> dict[str, int]:
+    """Run and SIGKILL the campaign `kills` times at seeded moments; what each kind did."""
+    rng = random.Random(seed)
+    channel = campaign.channel
+    targets = sorted(rng.sample(range(2, requests - 2), kills))
+    done = {"gap": 0, "anywhere": 0, "finished_first": 0}
+    for number, target in enumerate(targets):
+        in_gap = number == 0 or rng.random() < 0.5  # the first kill always in the gap
+        child = start_run(campaign, env, logs)
+        if in_gap:
+            if not wait_until(lambda t=target: recorded(sandbox, channel) >= t - 1, child):
+                done["finished_first"] += 1
+                continue
+            slow_before = sandbox.state.faults.counts.get("slow", 0)
+            sandbox.state.faults.force("slow")
+
+            def held(before: int = slow_before) -> bool:
+                return (
+                    sandbox.state.faults.counts.get("slow", 0) > before
+                    and unanswered(sandbox, channel) > 0
+                )
+
+            if not wait_until(held, child):
+                done["finished_first"] += 1
+                sandbox.state.faults.clear()
+                continue
+            kill(child)
+            sandbox.state.faults.clear()
+            assert unanswered(sandbox, channel) > 0, "the held answer went out before the kill"
+            # The send is at the sandbox; the ledger has only its intent.
+            assert in_doubt_keys(campaign), "the kill did not land between send and ledger"
+            done["gap"] += 1
+            # The held answer goes out to the dead socket; from then on, an unanswered send
+            # can only be the next child's.
+            wait_until(lambda: unanswered(sandbox, channel) == 0)
+        else:
+            if not wait_until(lambda t=target: recorded(sandbox, channel) >= t, child):
+                done["finished_first"] += 1
+                continue
+            kill(child)
+            done["anywhere"] += 1
+    return done
+
+
+def finish(campaign: Campaign, env: dict[str, str], logs: Path) -> tuple[int, str]:
+    """Run the campaign to its end (no kill); its exit code and output."""
+    child = start_run(campaign, env, logs)
+    code = child.wait(timeout=DEADLINE * 2)
+    output = sorted(logs.iterdir(), key=lambda p: p.stat().st_mtime)[-1].read_text("utf-8")
+    return code, output
+
+
+@pytest.mark.parametrize("seed", [5, 17, 29])
+def test_email_campaign_survives_sigkill_at_random_moments(tmp_path: Path, seed: int) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=60, grouped=70, seed=seed)
+    with running_sandbox(fault_sandbox(slow_seconds=1.0)) as sandbox:
+        env = child_env(sandbox, tmp_path / "state")
+        logs = tmp_path / "logs"
+        started = time.monotonic()
+        done = crash_repeatedly(
+            sandbox, campaign, env, logs, seed=seed, kills=4, requests=60 + 70 // 10
+        )
+        assert done["gap"] >= 1 and done["gap"] + done["anywhere"] >= 3
+        doubtful = in_doubt_keys(campaign)
+        code, output = finish(campaign, env, logs)
+        assert code == errors.EXIT_OK, output
+        assert_exactly_once(sandbox, campaign)
+        figures(
+            f"crash email seed={seed}",
+            recipients=len(campaign.recipients),
+            kills=done,
+            in_doubt_before_last_run=len(doubtful),
+            duplicates=0,
+            losses=0,
+            seconds=round(time.monotonic() - started, 1),
+        )
+
+
+def test_status_shows_rows_in_doubt_and_the_next_run_settles_them(tmp_path: Path) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=12, grouped=20, seed=3)
+    with running_sandbox(fault_sandbox(slow_seconds=1.0)) as sandbox:
+        env = child_env(sandbox, tmp_path / "state")
+        logs = tmp_path / "logs"
+        done = crash_repeatedly(sandbox, campaign, env, logs, seed=3, kills=1, requests=12)
+        assert done["gap"] == 1
+        doubtful = in_doubt_keys(campaign)
+        result = CliRunner().invoke(main, ["status", str(campaign.job_path)])
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert f"{len(doubtful)} in doubt" in text
+        assert "next run, looked up against the API's latest sends" in text
+        assert "never re-sent blindly" in text
+        for key in doubtful:
+            assert key in text
+        code, output = finish(campaign, env, logs)
+        assert code == errors.EXIT_OK, output
+        assert "found in the account's latest sends" in output  # what status promised
+        assert_exactly_once(sandbox, campaign)
+        after = CliRunner().invoke(main, ["status", str(campaign.job_path)])
+        assert "in doubt" not in after.output and "nothing left to send" in after.output
+
+
+@pytest.mark.parametrize("seed", [8, 19])
+def test_sms_campaign_survives_sigkill_and_in_doubt_sms_are_never_resent(
+    tmp_path: Path, seed: int
+) -> None:
+    campaign = sms_campaign(tmp_path / "job", n=30)
+    with running_sandbox(fault_sandbox(slow_seconds=1.0)) as sandbox:
+        env = child_env(sandbox, tmp_path / "state")
+        logs = tmp_path / "logs"
+        done = crash_repeatedly(sandbox, campaign, env, logs, seed=seed, kills=3, requests=30)
+        assert done["gap"] >= 1
+        code, output = finish(campaign, env, logs)
+        doubtful = in_doubt_keys(campaign)
+        # Every SMS whose answer the kill swallowed is still in doubt: nothing looked it up
+        # and nothing sent it again.
+        assert len(doubtful) >= done["gap"]
+        assert code == errors.EXIT_PENDING, output
+        verdicts = resolve_by_hand(sandbox, campaign, doubtful)
+        code, output = finish(campaign, env, logs)
+        assert code == errors.EXIT_OK, output
+        assert_exactly_once(sandbox, campaign)
+        figures(
+            f"crash sms seed={seed}",
+            recipients=len(campaign.recipients),
+            kills=done,
+            in_doubt=len(doubtful),
+            resolved=dict(verdicts),
+            duplicates=0,
+            losses=0,
+        )
+
+
+@pytest.mark.parametrize("seed", [8, 19])
+def test_signature_campaign_survives_sigkill_at_random_moments(tmp_path: Path, seed: int) -> None:
+    campaign = signature_campaign(tmp_path / "job", n=30)
+    with running_sandbox(fault_sandbox(slow_seconds=1.0)) as sandbox:
+        env = child_env(sandbox, tmp_path / "state")
+        logs = tmp_path / "logs"
+        done = crash_repeatedly(sandbox, campaign, env, logs, seed=seed, kills=3, requests=30)
+        assert done["gap"] >= 1
+        doubtful = in_doubt_keys(campaign)
+        code, output = finish(campaign, env, logs)
+        assert code == errors.EXIT_OK, output
+        assert_exactly_once(sandbox, campaign)
+        figures(
+            f"crash signature seed={seed}",
+            recipients=len(campaign.recipients),
+            kills=done,
+            in_doubt_before_last_run=len(doubtful),
+            duplicates=0,
+            losses=0,
+        )
