@@ -24,7 +24,14 @@ from rich.console import Console
 from batch import errors
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(stderr=True, highlight=False)
+# soft_wrap: never break a line at the terminal's width. Under cron or in a pipe rich assumes 80
+# columns, which split `file:line key` errors, resume commands and crontab lines in two.
+console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _out() -> Console:
+    """Stdout, for results: lines never wrap either."""
+    return Console(soft_wrap=True)
 
 
 def handle_errors(func: F) -> F:
@@ -79,7 +86,7 @@ def validate(job: Path, period: str | None) -> None:
     if summary.invalid:
         raise errors.RowErrors(summary.invalid)
     stats = summary.stats
-    Console().print(
+    _out().print(
         f"[green]ok[/]: {stats.recipients} recipient(s) to send in {stats.requests_planned} "
         f"request(s), about {stats.eta_seconds / 60:.0f} min at the rate limit"
     )
@@ -97,7 +104,7 @@ def preview(job: Path, period: str | None, limit: int) -> None:
     loaded = _load(job, period)
     frame, result = read_and_scan(loaded)
     index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
-    Console().print(f"preview: {index}")
+    _out().print(f"preview: {index}")
     if result.errors:
         raise errors.RowErrors(result.errors)
 
@@ -207,7 +214,7 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
             reporter=console_reporter(Console(stderr=True)) if watch else None,
         )
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
-    Console().print(f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet")
+    _out().print(f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet")
     for problem in summary.errors[:10]:
         console.print(f"[yellow]warning:[/] {problem}")
     sys.exit(summary.exit_code)
@@ -221,7 +228,7 @@ def certificates(job: Path, period: str | None) -> None:
     from batch.certificates import download_certificates
 
     summary = download_certificates(_load(job, period))
-    Console().print(
+    _out().print(
         f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}"
     )
     for key, kind, reason in summary.failures[:20]:
@@ -242,11 +249,11 @@ def report(job: Path, period: str | None, fmt: str | None, output: Path | None) 
 
     loaded = _load(job, period)
     print_report(loaded, Console())
-    Console().print(f"report: {write_report(loaded)}")
+    _out().print(f"report: {write_report(loaded)}")
     if fmt is not None:
         from batch.export import export
 
-        Console().print(f"export: {export(loaded, 'xlsx' if fmt == 'xlsx' else 'csv', output)}")
+        _out().print(f"export: {export(loaded, 'xlsx' if fmt == 'xlsx' else 'csv', output)}")
 
 
 @main.command()
@@ -273,7 +280,7 @@ def resolve(
     loaded = _load(job, period)
     with CampaignLock(loaded.output_dir / "run.lock"), Ledger.open(loaded.output_dir) as ledger:
         done = settle_by_hand(ledger, list(keys), sent=verdict == "sent", tracking_id=tracking_id)
-    Console().print(f"{len(done)} row(s) recorded as {verdict}")
+    _out().print(f"{len(done)} row(s) recorded as {verdict}")
 
 
 @main.command()
@@ -290,7 +297,7 @@ def schedule(job: Path, period: str | None, count: int) -> None:
     spec = loaded.spec.schedule
     if spec is None:
         raise errors.JobFileError("the job has no schedule:", path=str(job), key="schedule")
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     out.print(
         f"campaign {loaded.campaign} (period {loaded.period.label if loaded.period else '-'})"
     )
@@ -354,7 +361,7 @@ def sandbox(
         raise click.BadParameter(str(err)) from err
 
     def ready(running: Any) -> None:
-        out = Console(highlight=False)
+        out = Console(highlight=False, soft_wrap=True)
         out.print(
             f"LegallyMail sandbox on {running.base_url} ({limit} requests per {window:g} s, "
             f"{credits} credits); point a job at it with:"
@@ -401,7 +408,7 @@ def demo(job: Path) -> None:
 
 
 def _print_run(summary: Any, job: Path, period: str | None) -> None:
-    out = Console()
+    out = Console(soft_wrap=True)
     verb = "would send" if summary.dry_run else "campaign"
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
     out.print(f"{verb} {summary.campaign}: {counts}")
