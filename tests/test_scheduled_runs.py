@@ -30,9 +30,9 @@ MADRID = ZoneInfo("Europe/Madrid")
 WINDOW = 1.0  # pacing: 10 requests per second, the real limit scaled 60×
 
 
-def madrid(*parts: int) -> datetime:
+def madrid(year: int, month: int, day: int, hour: int, minute: int, second: int = 0) -> datetime:
     """A Madrid wall time as a UTC instant (UTC arithmetic never trips over DST)."""
-    return datetime(*parts, tzinfo=MADRID).astimezone(UTC)  # type: ignore[misc]
+    return datetime(year, month, day, hour, minute, second, tzinfo=MADRID).astimezone(UTC)
 
 
 # Calendar used below (November 2026, CET = UTC+1): Sun 1st is the monthly fire at 09:00,
