@@ -99,6 +99,9 @@ class JobSpec(StrictModel):
     recipient: RecipientSpec = Field(default_factory=RecipientSpec)
     message: MessageSpec = Field(default_factory=MessageSpec)
     signers: list[SignerSpec] = Field(default_factory=list)  # channel signature, 1 to 5
+    # Channel signature, instead of `signers`: a template rendering, per row, to the signers
+    # (a JSON list of {name, email, phone?}, or `Name <email> [phone]` entries split by `;`).
+    signer_list: str | None = None
     document: DocumentSpec | None = None  # channel signature
     language: Literal["es", "en", "fr", "it"] = "es"  # channel signature
     grouping: Literal["auto", "off"] = "auto"
@@ -278,7 +281,12 @@ def _channel_problems(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]]:
             out.append((("message", "text"), "field required for channel sms"))
         out += [(("message", k), "only for channel email") for k in _email_only(msg)]
     else:
-        if not spec.signers:
+        if spec.signer_list is not None:
+            if spec.signers:
+                out.append((("signer_list",), "give either signers or signer_list, not both"))
+            if spec.dataset.key is None:
+                out.append((("dataset", "key"), "required with signer_list (a key column)"))
+        elif not spec.signers:
             out.append((("signers",), "at least one signer required for channel signature"))
         elif len(spec.signers) > _MAX_SIGNERS:
             out.append((("signers",), f"at most {_MAX_SIGNERS} signers, found {len(spec.signers)}"))
@@ -290,6 +298,8 @@ def _channel_problems(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]]:
     if spec.channel != "signature":
         if spec.signers:
             out.append((("signers",), "only for channel signature"))
+        if spec.signer_list is not None:
+            out.append((("signer_list",), "only for channel signature"))
         if spec.document is not None:
             out.append((("document",), "only for channel signature"))
     return out
@@ -352,6 +362,7 @@ def _inline_templates(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]]:
     for i, signer in enumerate(spec.signers):
         for field in ("name", "email", "phone"):
             found.append((("signers", i, field), getattr(signer, field)))
+    found.append((("signer_list",), spec.signer_list))
     if spec.document is not None:
         found += [(("document", "path"), spec.document.path)]
         found += [(("document", "name"), spec.document.name)]

@@ -41,6 +41,7 @@ from batch.jobfile import Job, template_dirs
 
 SMS_MAX_CHARS = 300  # the API charges one credit per message up to 300 characters
 DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB
+_MAX_SIGNERS = 5  # per signature request
 PARALLEL_THRESHOLD = 2_000  # below this, starting processes costs more than it saves
 _CHUNK_ROWS = 5_000
 _FILE_CACHE_ENTRIES = 256  # signature documents differ per row: bound the memory they hold
@@ -237,6 +238,45 @@ def normalize_phone(raw: str, region: str | None) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
+_SIGNER_ENTRY = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<email>[^<>]*)>\s*(?P<phone>[^<>]*)")
+
+
+def parse_signers(text: str) -> list[tuple[str, str, str]]:
+    """The (name, e-mail, phone) of each signer a `signer_list` rendered to; ValueError if bad.
+
+    Two forms: a JSON list of objects with `name`, `email` and an optional `phone` (what
+    `|tojson` writes), or entries `Name <email> [phone]` separated by `;` or new lines.
+    """
+    text = text.strip()
+    found: list[tuple[str, str, str]] = []
+    if text.startswith("["):
+        try:
+            items = json.loads(text)
+        except ValueError as err:
+            raise ValueError(f"signer_list is not valid JSON: {err}") from err
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("email"), str):
+                raise ValueError(f"signer {i + 1}: needs an object with name, email (and phone)")
+            name, phone = item.get("name"), item.get("phone")
+            found.append(
+                (
+                    "" if name is None else str(name).strip(),
+                    item["email"].strip(),
+                    "" if phone is None else str(phone).strip(),
+                )
+            )
+    else:
+        for entry in (e.strip() for e in re.split(r"[;\n]", text)):
+            match = _SIGNER_ENTRY.fullmatch(entry)
+            if entry and match is None:
+                raise ValueError(f"{entry!r} is not `Name <email> [phone]`")
+            if match is not None:
+                found.append((match["name"], match["email"].strip(), match["phone"].strip()))
+    if not 1 <= len(found) <= _MAX_SIGNERS:
+        raise ValueError(f"{len(found)} signer(s); the API takes 1 to {_MAX_SIGNERS}")
+    return found
+
+
 class _Files:
     """Reads files for attachments and documents once per path, within the job's folder."""
 
@@ -389,6 +429,7 @@ class Renderer:
         self._reply_to_name = inline(msg.reply_to_name)
         self._attachments = [(inline(a.path), inline(a.name)) for a in msg.attachments]
         self._signers = [(inline(s.name), inline(s.email), inline(s.phone)) for s in spec.signers]
+        self._signer_list = inline(spec.signer_list)
         self._doc_path = inline(spec.document.path) if spec.document else None
         self._doc_name = inline(spec.document.name) if spec.document else None
 
@@ -514,14 +555,11 @@ class Renderer:
 
     def _signature(self, row: _Row) -> _Built | None:
         signers: list[dict[str, str]] = []
-        for i, (name_t, email_t, phone_t) in enumerate(self._signers):
-            where = f"signers[{i}]"
-            signer = {"name": (row.render(f"{where}.name", name_t) or "").strip()}
-            raw_email = row.render(f"{where}.email", email_t)
+        for where, name, raw_email, raw_phone in self._raw_signers(row):
+            signer = {"name": name}
             if raw_email is not None:
                 email = row.check(f"{where}.email", partial(normalize_email, raw_email))
                 signer["email"] = email or ""
-            raw_phone = (row.render(f"{where}.phone", phone_t) or "").strip()
             if raw_phone:  # the phone is optional: an empty cell means none
                 phone = row.check(
                     f"{where}.phone", partial(normalize_phone, raw_phone, self.region)
@@ -539,6 +577,26 @@ class Renderer:
         content = {"signers": signers, "document": b64, "document_name": name, "language": language}
         hashable = {**content, "document": digest}
         return signers[0]["email"], signers[0]["name"], content, hashable, ""
+
+    def _raw_signers(self, row: _Row) -> list[tuple[str, str, str | None, str]]:
+        """(field, name, e-mail, phone) of each signer as rendered, before validation."""
+        if self._signer_list is None:
+            out = []
+            for i, (name_t, email_t, phone_t) in enumerate(self._signers):
+                where = f"signers[{i}]"
+                name = (row.render(f"{where}.name", name_t) or "").strip()
+                email = row.render(f"{where}.email", email_t)
+                phone = (row.render(f"{where}.phone", phone_t) or "").strip()
+                out.append((where, name, email, phone))
+            return out
+        rendered = row.render("signer_list", self._signer_list)
+        listed = (
+            None if rendered is None else row.check("signer_list", partial(parse_signers, rendered))
+        )
+        return [
+            (f"signer_list[{i}]", name, email, phone)
+            for i, (name, email, phone) in enumerate(listed or [])
+        ]
 
     def _document(self, row: _Row, rendered: str) -> tuple[Path, str, str] | None:
         path = row.check("document.path", lambda: self._files.resolve(rendered))
