@@ -24,7 +24,7 @@ from batch.cli import main
 from batch.export import export
 from batch.jobfile import Job, load_job
 from batch.ledger import Entry, Ledger, read_ledger
-from batch.render import SMS_MAX_CHARS
+from batch.render import SMS_MAX_CHARS, parse_signers
 from batch.report import campaign_report
 from batch.runner import NullReporter, RunStats, run, validate
 from batch.sandbox import RunningSandbox
@@ -106,6 +106,12 @@ def cli(*args: str) -> str:
 def by_key(job: Job) -> dict[str, dict[str, object]]:
     """The ledger's rows by key."""
     return {str(r["key"]): r for r in read_ledger(job.output_dir).iter_rows(named=True)}
+
+
+def with_signer_list(job_text: str, template: str) -> str:
+    """The example signature job with its `signers:` block replaced by a `signer_list`."""
+    start, end = job_text.index("signers:"), job_text.index("document:")
+    return f"{job_text[:start]}signer_list: '{template}'\n{job_text[end:]}"
 
 
 # -- SMS ---------------------------------------------------------------------------------------
@@ -367,3 +373,87 @@ def test_a_late_request_that_never_took_effect_is_proven_absent(world: World) ->
     assert faults.counts.get("error_500") == 1
     assert summary.counts == {"sent": 30}, "provably not sent: it must be sent, not left in doubt"
     assert len(world.log("signature")) == 30
+
+
+COSIGNED = """signer_list: >-
+  {{ name }} <{{ email }}> {{ phone }}{% if amount|float > 2000 %};
+  Legal Department <legal@example.com>{% endif %}
+"""
+
+
+def test_signers_from_a_list_template(world: World) -> None:
+    """`signer_list` renders per row to 1-5 signers: here a co-signer for large contracts."""
+    path = world.jobs / SIGNATURE_JOB
+    text = path.read_text(encoding="utf-8")
+    start, end = text.index("signers:"), text.index("document:")
+    path.write_text(text[:start] + COSIGNED + text[end:], encoding="utf-8")
+    job = world.job(SIGNATURE_JOB)
+    assert run(job).counts == {"sent": 10}
+    signed_by: dict[str, list[str]] = {}
+    for entry in world.log("signature"):
+        signed_by.setdefault(str(entry["tracking_id"]), []).append(str(entry["recipient"]))
+    rows = by_key(job)
+    assert signed_by[str(rows["C-1003"]["tracking_id"])] == [
+        "carla.sanchez@example.com",
+        "legal@example.com",
+    ]  # 2098.50: co-signed
+    assert signed_by[str(rows["C-1018"]["tracking_id"])] == ["sergio.moreno@example.com"]
+    world.clock.advance(SIGNED + 1)
+    assert track(job).counts == {"signed": 10}
+    signers = json.loads(str(by_key(job)["C-1003"]["channel_data"]))["signers"]
+    assert [(s["email"], s["status"]) for s in signers] == [
+        ("carla.sanchez@example.com", "signed"),
+        ("legal@example.com", "signed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rendered", "fragment"),
+    [
+        ("Ana <ana@example.com>; ana@example.com", "is not `Name <email> [phone]`"),
+        ("; ".join(f"S{i} <s{i}@example.com>" for i in range(6)), "6 signer(s); the API takes 1"),
+        ("Ana <ana@>", "invalid e-mail"),
+        ('[{"name": "Ana"}]', "needs an object with name, email"),
+        ('[{"name": "Ana", "email": "ana@example.com", "phone": "12"}]', "invalid phone"),
+    ],
+)
+def test_signer_list_errors_are_row_errors(world: World, rendered: str, fragment: str) -> None:
+    world.edit_rows(lambda f: f.head(3).with_columns(pl.lit(rendered).alias("signers")))
+    path = world.jobs / SIGNATURE_JOB
+    text = path.read_text(encoding="utf-8").replace("plan = 'premium'", "true")
+    path.write_text(with_signer_list(text, "{{ signers }}"), encoding="utf-8")
+    contracts = world.jobs / "data" / "contracts"
+    for key in ("C-1001", "C-1002"):
+        shutil.copy(contracts / "C-1003.pdf", contracts / f"{key}.pdf")
+    _, result = validate(world.job(SIGNATURE_JOB))
+    assert len(result.errors) == 3
+    assert all(e.field.startswith("signer_list") for e in result.errors)
+    assert fragment in result.errors[0].message
+
+
+def test_signer_list_forms() -> None:
+    assert parse_signers("Ana López <ana@example.com> +34 600 111 222;\n Bo <bo@example.com>") == [
+        ("Ana López", "ana@example.com", "+34 600 111 222"),
+        ("Bo", "bo@example.com", ""),
+    ]
+    rendered = '[{"name": "Ana", "email": "ana@example.com"}, {"email": "x@example.com"}]'
+    assert parse_signers(rendered) == [("Ana", "ana@example.com", ""), ("", "x@example.com", "")]
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda t: t + "signer_list: '{{ signers }}'\n", "give either signers or signer_list"),
+        (
+            lambda t: with_signer_list(t.replace("key: id, ", ""), "{{ signers }}"),
+            "dataset.key: required with signer_list",
+        ),
+    ],
+)
+def test_signer_list_job_file_rules(
+    tmp_path: Path, change: Callable[[str], str], expected: str
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(change((JOBS / SIGNATURE_JOB).read_text(encoding="utf-8")), encoding="utf-8")
+    with pytest.raises(errors.JobFileError, match=expected):
+        load_job(path)
