@@ -107,7 +107,10 @@ class Sender:
         except errors.StopRun as err:
             if isinstance(err, errors.AuthError):
                 raise
-            return f"{err}; what was not sent stays pending"
+            # The hint says what stopped the run (credits ran out) even when the API's own
+            # 403 message does not.
+            hint = f"; {err.hint}" if err.hint else ""
+            return f"{err}; what was not sent stays pending{hint}"
         return "stopped on request" if self.stop.is_set() else None
 
     def _plan(self, result: Scan) -> list[Batch]:
