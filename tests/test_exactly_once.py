@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import polars as pl
@@ -406,3 +407,84 @@ def test_signature_requests_in_doubt_are_looked_up_not_resent(
             duplicates=0,
             losses=0,
         )
+
+
+# --- before the first send: the output folder, the credits -------------------------------
+
+
+def cli_run(campaign: Campaign, *options: str) -> tuple[int, str]:
+    """`lmbatch run JOB [options]` in this process; exit code and output, one line per line."""
+    result = CliRunner().invoke(main, ["run", str(campaign.job_path), *options])
+    return result.exit_code, result.output
+
+
+def one_line(text: str) -> str:
+    """`text` with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def test_an_output_folder_that_cannot_be_created_fails_before_any_request(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=5, grouped=5, seed=1)
+    (tmp_path / "job" / "out").write_text("a file where the output folder should be\n")
+    with running_sandbox(fault_sandbox()) as sandbox:
+        point_at(environment, sandbox)
+        code, output = cli_run(campaign)
+        assert code == errors.EXIT_ERROR
+        text = one_line(output)
+        assert "cannot write the ledger here" in text and "Not a directory" in text
+        assert "choose a writable `output:` folder" in text
+        assert sandbox.state.request_count() == 0  # not even the credit check went out
+
+
+def test_a_nearly_full_disk_fails_before_any_request(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=5, grouped=5, seed=1)
+    mib = 1024 * 1024
+    full = SimpleNamespace(total=100 * mib, used=99 * mib, free=mib)
+    environment.setattr(shutil, "disk_usage", lambda path: full)
+    with running_sandbox(fault_sandbox()) as sandbox:
+        point_at(environment, sandbox)
+        code, output = cli_run(campaign)
+        assert code == errors.EXIT_ERROR
+        text = one_line(output)
+        assert "only 1024 KiB free" in text and "free some disk space" in text
+        assert sandbox.state.request_count() == 0
+
+
+def test_too_few_credits_stop_before_sending_unless_partial_is_allowed(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=15, grouped=35, seed=4)
+    with running_sandbox(fault_sandbox(credits=24)) as sandbox:
+        point_at(environment, sandbox)
+        code, output = cli_run(campaign)
+        text = one_line(output)
+        assert code == errors.EXIT_PENDING
+        assert "24 e-mail credits left; this run needs 50" in text
+        assert "--allow-partial" in text
+        assert accepted(sandbox, campaign) == []
+
+        code, output = cli_run(campaign, "--allow-partial")
+        text = one_line(output)
+        assert code == errors.EXIT_PENDING
+        assert "HTTP 403" in text and "no credits left" in text  # the hint, whatever the API says
+        assert f"resume with: lmbatch run {campaign.job_path}" in text
+        ledger = ledger_of(campaign)
+        got = {str(e["recipient"]).lower() for e in accepted(sandbox, campaign)}
+        assert got, "the credits covered some requests"
+        # The refused request's recipients and everything after stay pending, none failed.
+        for row in ledger.iter_rows(named=True):
+            recipient = campaign.by_key[row["key"]]
+            if recipient.address.lower() in got:
+                assert row["status"] == ("failed" if recipient.fails else "sent")
+            else:
+                assert row["status"] == "pending", row
+        assert ledger.height == len(campaign.recipients)
+
+        sandbox.state.set_credits(1000)
+        code, output = cli_run(campaign)
+        assert code == errors.EXIT_OK, output
+        assert_exactly_once(sandbox, campaign)
