@@ -24,15 +24,18 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner
 from test_exactly_once import (
     Campaign,
+    accepted,
     assert_exactly_once,
     email_campaign,
     fault_sandbox,
     figures,
     in_doubt_keys,
+    ledger_of,
     resolve_by_hand,
     signature_campaign,
     sms_campaign,
@@ -235,6 +238,10 @@ def test_sms_campaign_survives_sigkill_and_in_doubt_sms_are_never_resent(
         # and nothing sent it again.
         assert len(doubtful) >= done["gap"]
         assert code == errors.EXIT_PENDING, output
+        status = CliRunner().invoke(main, ["status", str(campaign.job_path)])
+        text = " ".join(status.output.split())
+        assert f"{len(doubtful)} in doubt" in text
+        assert "never sent again automatically" in text and "lmbatch resolve" in text
         verdicts = resolve_by_hand(sandbox, campaign, doubtful)
         code, output = finish(campaign, env, logs)
         assert code == errors.EXIT_OK, output
@@ -270,3 +277,34 @@ def test_signature_campaign_survives_sigkill_at_random_moments(tmp_path: Path, s
             duplicates=0,
             losses=0,
         )
+
+
+def test_credits_running_out_mid_run_stop_cleanly_and_resume(tmp_path: Path) -> None:
+    # Enough credits when the run checks them; another user of the account spends them
+    # while it sends, so the 403 comes mid-run, not from the pre-flight check.
+    campaign = email_campaign(tmp_path / "job", personal=30, grouped=30, seed=6)
+    with running_sandbox(fault_sandbox()) as sandbox:
+        env = child_env(sandbox, tmp_path / "state")
+        logs = tmp_path / "logs"
+        child = start_run(campaign, env, logs)
+        assert wait_until(lambda: recorded(sandbox, "email") >= 8, child)
+        sandbox.state.set_credits(2)
+        code = child.wait(timeout=DEADLINE)
+        output = " ".join(next(logs.iterdir()).read_text("utf-8").split())
+        assert code == errors.EXIT_PENDING, output
+        assert "HTTP 403" in output and "no credits left" in output
+        assert "what was not sent stays pending" in output
+        assert f"resume with: lmbatch run {campaign.job_path}" in output
+        counts = ledger_of(campaign)["status"].value_counts()
+        by_status = dict(zip(counts["status"].to_list(), counts["count"].to_list(), strict=True))
+        assert set(by_status) <= {"sent", "failed", "pending"}, by_status  # nothing in doubt
+        assert by_status.get("pending", 0) > 0
+        # What the sandbox took is exactly what the ledger calls sent or failed.
+        took = {str(e["recipient"]).lower() for e in accepted(sandbox, campaign)}
+        settled = ledger_of(campaign).filter(pl.col("status") != "pending")["email"]
+        assert {a.lower() for a in settled.to_list()} == took
+
+        sandbox.state.set_credits(1000)
+        code, output = finish(campaign, env, logs)
+        assert code == errors.EXIT_OK, output
+        assert_exactly_once(sandbox, campaign)
