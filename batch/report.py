@@ -25,7 +25,7 @@ from rich.table import Table
 
 from batch.files import write_atomic
 from batch.jobfile import Job
-from batch.ledger import FAILED, IN_DOUBT, PENDING, read_ledger
+from batch.ledger import IN_DOUBT, PENDING, read_ledger
 from batch.plan import eta_seconds
 
 IN_DOUBT_NEXT = (
