@@ -170,11 +170,17 @@ def run(
             stats.rate_limited += 1
         reporter.update(stats)
 
+    lock = CampaignLock(job.output_dir / "run.lock")
     with (
-        CampaignLock(job.output_dir / "run.lock"),
+        lock,
         Ledger.open(job.output_dir) as ledger,
         _client(job, client, stop, options, on_request) as api,
     ):
+        if lock.stale_previous is not None:  # unattended, this is the only sign of a crash
+            reporter.note(
+                f"the previous run ({lock.stale_previous}) ended without releasing the lock; "
+                "its sends in doubt are looked up before anything new"
+            )
         sender = Sender(job, api, ledger, frame, stats, reporter, stop)
         sender.wall_clock = wall_clock or (lambda: datetime.now(UTC))
         sender.wait = sleep or StopClock(stop).sleep
