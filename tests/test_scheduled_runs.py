@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -222,6 +223,29 @@ def test_exit_outside_window_mid_run_exits_3_and_the_next_window_finishes(
     assert accepted(api) == tenants(*range(6))
 
 
+def test_a_stop_while_waiting_for_the_window_exits_3_with_nothing_lost(
+    api: RunningSandbox, tmp_path: Path
+) -> None:
+    saturday = madrid(2026, 11, 7, 10, 0)
+    job = load_job(write_job(tmp_path, 3), now=saturday)
+    stop = threading.Event()
+
+    class StopWhenWaiting(Clerk):
+        def note(self, message: str) -> None:
+            super().note(message)
+            if "waiting until" in message:
+                stop.set()  # Ctrl-C during the weekend wait
+
+    clock = WallClock(saturday)
+    # No fake sleep: the run's own sleeper, which a stop ends at once.
+    summary = run(job, reporter=StopWhenWaiting(clock), stop=stop, wall_clock=clock)
+
+    assert summary.exit_code == errors.EXIT_PENDING
+    assert summary.stopped == "interrupted while waiting"
+    assert summary.counts == {"pending": 3}
+    assert accepted(api) == []
+
+
 # ---------------------------------------------------------------- periods
 
 
@@ -355,8 +379,12 @@ def test_a_stale_lock_from_a_dead_run_is_taken_over(api: RunningSandbox, tmp_pat
         assert dead.wait(timeout=20) == -9
     assert f'"pid": {dead.pid}' in lock_file.read_text()  # it still names the dead run
 
-    summary = send_at(job, now)
+    clock = WallClock(now)
+    clerk = Clerk(clock)
+    summary = send(job, clock, clerk)
 
     assert summary.counts == {"sent": 3}
     assert accepted(api) == tenants(0, 1, 2)
     assert lock_file.read_text() == ""  # released cleanly this time
+    # An unattended run says so: the run before it died (its sends were reconciled first).
+    assert any(f"pid {dead.pid}" in n and "without releasing" in n for n in clerk.notes)
