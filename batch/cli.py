@@ -281,6 +281,11 @@ def resolve(
     with CampaignLock(loaded.output_dir / "run.lock"), Ledger.open(loaded.output_dir) as ledger:
         done = settle_by_hand(ledger, list(keys), sent=verdict == "sent", tracking_id=tracking_id)
     _out().print(f"{len(done)} row(s) recorded as {verdict}")
+    if verdict == "sent" and tracking_id is None:
+        console.print(
+            "[yellow]warning:[/] without --tracking-id, `track` and `certificates` cannot "
+            "follow these rows; run resolve again with the id shown in the panel to add it"
+        )
 
 
 @main.command()
@@ -309,9 +314,10 @@ def schedule(job: Path, period: str | None, count: int) -> None:
     out.print("\n# crontab (crontab -e):")
     out.print(crontab_line(spec, where, command), markup=False)
     service, timer = systemd_units(spec, where, command)
-    out.print("\n# ~/.config/systemd/user/lmbatch-JOB.service:")
+    unit = f"lmbatch-{where.stem}"
+    out.print(f"\n# ~/.config/systemd/user/{unit}.service:")
     out.print(service, markup=False)
-    out.print("\n# ~/.config/systemd/user/lmbatch-JOB.timer:")
+    out.print(f"\n# ~/.config/systemd/user/{unit}.timer:")
     out.print(timer, markup=False)
 
 
@@ -419,9 +425,16 @@ def _print_run(summary: Any, job: Path, period: str | None) -> None:
     out.print(
         f"{stats.api_calls} API call(s), {stats.rate_limited}×429; ledger: {summary.ledger_path}"
     )
-    if summary.stopped or summary.remaining:
-        again = f"lmbatch run {job}" + (f" --period {period}" if period else "")
+    suffix = f" --period {period}" if period else ""
+    if summary.stopped or summary.counts.get("pending", 0):
+        again = f"lmbatch run {job}{suffix}"
         out.print(f"[yellow]stopped[/]: {summary.stopped or 'work left'}; resume with: {again}")
+    if summary.counts.get("in_doubt", 0):
+        out.print(
+            f"[yellow]{summary.counts['in_doubt']} in doubt[/]: the next run looks them up again "
+            f"where the API allows; see `lmbatch status {job}{suffix}`, and settle the rest with "
+            f"`lmbatch resolve {job} KEY --sent|--not-sent` after checking the LegallyMail panel"
+        )
 
 
 class _reporter:

@@ -92,11 +92,10 @@ def accepted(sandbox: RunningSandbox) -> list[str]:
 
 COMMANDS = sorted(main.commands)
 README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
 # Commands whose README text is still to be written (issue 8 report); strict, so the mark
 # fails as soon as the README names them and must then be removed.
-UNDOCUMENTED = {"certificates", "demo", "report", "resolve", "schedule", "track"}
-
-
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(command: str) -> None:
     result = lmbatch(command, "--help")
@@ -106,15 +105,7 @@ def test_every_command_has_help(command: str) -> None:
     assert doc and doc.strip(), f"{command} has no docstring"
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        pytest.param(
-            c, marks=pytest.mark.xfail(c in UNDOCUMENTED, reason="README pending", strict=True)
-        )
-        for c in COMMANDS
-    ],
-)
+@pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_is_in_the_readme(command: str) -> None:
     assert re.search(rf"\blmbatch {command}\b", README), (
         f"README.md never shows `lmbatch {command}`"
