@@ -184,15 +184,16 @@ def two_processes(reps: int) -> list[Figure]:
     for rep in range(reps):
         with _sandbox(1.0) as (sandbox, env):
             jobs = [_send_job(158, f"bench-two-{rep}-{side}", 1.0) for side in "ab"]
+            null = subprocess.DEVNULL
             procs = [
                 subprocess.Popen(
-                    [LMBATCH, "run", str(j)], env=env, stdout=subprocess.DEVNULL, cwd=ROOT
+                    [LMBATCH, "run", str(j)], env=env, cwd=ROOT, stdout=null, stderr=null
                 )
                 for j in jobs
             ]
             codes = [p.wait() for p in procs]
             if any(codes):
-                raise RuntimeError(f"lmbatch run exited {codes}")
+                raise RuntimeError(f"lmbatch run exited {codes}: rerun with --only two to see")
             util, made, n429, elapsed = _utilization(sandbox.state.requests(), 1.0)
         utils.append(util)
         refused += n429
