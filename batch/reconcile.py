@@ -13,7 +13,8 @@ campaign's first send). Clock-free on purpose: the API's timestamps carry no zon
   holds the account's whole history (fewer entries than asked for) and nothing matches.
   Safe to send again.
 - Otherwise unknown: the rows stay `in_doubt`, are never re-sent blindly, and `status`
-  says so.
+  says so. When the look-up itself failed (`lookup_failed`), the run stops there: sending
+  on would push the send out of the 25-item listing, where no later run could settle it.
 
 Signature requests are found the same way in `GET /api/signatures` (signer e-mail and
 document name). Certified SMS have no listing endpoint, so an SMS in doubt can never be
@@ -64,6 +65,7 @@ class Finding:
     outcomes: list[Outcome] = field(default_factory=list)
     sent_at: str | None = None
     reason: str = ""
+    lookup_failed: bool = False  # UNKNOWN because the API did not answer the look-up
 
 
 class LookupClient(Protocol):
@@ -108,7 +110,7 @@ def reconcile_email(
     try:
         listing = client.list_emails(LISTING_LIMIT)
     except ApiError as err:
-        return Finding(Verdict.UNKNOWN, reason=f"look-up failed: {err}")
+        return Finding(Verdict.UNKNOWN, reason=f"look-up failed: {err}", lookup_failed=True)
     candidates, complete = newer_than_anchor(listing, probe.anchor)
     wanted = {a.lower() for a in probe.addresses}
     for item in candidates:
@@ -126,7 +128,11 @@ def reconcile_email(
         try:
             detail = client.email(tracking_id)
         except ApiError as err:
-            return Finding(Verdict.UNKNOWN, reason=f"look-up of {tracking_id} failed: {err}")
+            return Finding(
+                Verdict.UNKNOWN,
+                reason=f"look-up of {tracking_id} failed: {err}",
+                lookup_failed=True,
+            )
         recipients = detail.get("recipients") or []
         if {str(r.get("email") or "").lower() for r in recipients} == wanted:
             return _found(detail, probe)
@@ -174,7 +180,7 @@ def reconcile_signature(
     try:
         listing = client.signatures(LISTING_LIMIT)
     except ApiError as err:
-        return Finding(Verdict.UNKNOWN, reason=f"look-up failed: {err}")
+        return Finding(Verdict.UNKNOWN, reason=f"look-up failed: {err}", lookup_failed=True)
     candidates, complete = newer_than_anchor(listing, probe.anchor, id_field="uuid")
     wanted = probe.addresses[0].lower()
     for item in candidates:

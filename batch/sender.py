@@ -361,6 +361,13 @@ class Sender:
             return False
         self.stats.in_doubt += len(batch.entries)
         self.reporter.note(f"{len(batch.entries)} recipient(s) stay in doubt: {finding.reason}")
+        if finding.lookup_failed:
+            # Sending on would push this send out of the API's 25-item listing, where no later
+            # run could find it or prove it absent: stop, so the next run looks it up first.
+            raise errors.WorkPending(
+                f"{len(batch.entries)} recipient(s) in doubt could not be looked up "
+                f"({finding.reason}); run again to look them up before anything else is sent"
+            )
         return True
 
     def _known_ids(self) -> set[str]:
