@@ -29,7 +29,7 @@ from batch import errors
 from batch.cli import main
 from batch.jobfile import load_job
 from batch.ledger import read_ledger
-from batch.runner import NullReporter, RunSummary, run
+from batch.runner import NullReporter, RunStats, RunSummary, run
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 
 WINDOW = 0.5  # 10 requests per half second: the real limit, scaled 120×
@@ -487,4 +487,44 @@ def test_too_few_credits_stop_before_sending_unless_partial_is_allowed(
         sandbox.state.set_credits(1000)
         code, output = cli_run(campaign)
         assert code == errors.EXIT_OK, output
+        assert_exactly_once(sandbox, campaign)
+
+
+@pytest.mark.parametrize("channel", ["email", "signature"])
+def test_a_look_up_that_fails_does_not_let_the_send_slip_out_of_the_listing(
+    environment: pytest.MonkeyPatch, tmp_path: Path, channel: str
+) -> None:
+    # The answer to one send is lost and every attempt to look it up fails (the listing
+    # endpoint answers 500). The listing shows only the latest 25: had the run gone on
+    # sending, the lost send would fall out of it and stay in doubt for ever.
+    if channel == "email":
+        campaign = email_campaign(tmp_path / "job", personal=40, grouped=0, seed=1)
+        listing = "/api/emails"
+    else:
+        campaign = signature_campaign(tmp_path / "job", n=40)
+        listing = "/api/signatures"
+    send = {"email": "/api/send", "signature": "/api/signature/send"}[channel]
+    attempts = load_job(campaign.job_path).spec.retry.attempts
+    config = fault_sandbox(fault_endpoints=(send, listing))
+    with running_sandbox(config) as sandbox:
+        point_at(environment, sandbox)
+        faults = sandbox.state.faults
+
+        class LoseTheFifth(Notes):
+            def update(self, stats: RunStats) -> None:
+                if stats.requests_done == 5 and not faults.counts:
+                    faults.force("lost_response")
+                    faults.force("error_500", attempts)
+
+        notes = LoseTheFifth()
+        job = load_job(campaign.job_path)
+        summaries = [run(job, reporter=notes)]
+        assert faults.counts == {"lost_response": 1, "error_500": attempts}
+        # The run stops at once: nothing sent after the send it could not look up.
+        assert summaries[0].exit_code == errors.EXIT_PENDING
+        assert "could not be looked up" in (summaries[0].stopped or "")
+        assert len(accepted(sandbox, campaign)) == 6
+        while summaries[-1].exit_code != errors.EXIT_OK and len(summaries) < 4:
+            summaries.append(run(job, reporter=notes))
+        assert summaries[-1].exit_code == errors.EXIT_OK, summaries[-1].counts
         assert_exactly_once(sandbox, campaign)
