@@ -142,6 +142,11 @@ class Ledger:
             self._state = _State(base)
             self._state.replay(journal.read_events(self._journal))
         self._frame: pl.DataFrame | None = None
+        # Rows queued since the last checkpoint: pending rows need no durability (a key the
+        # ledger lacks is pending by definition, and an intent creates its row), so queue()
+        # leaves them for the next checkpoint instead of rewriting the parquet before the
+        # first send.
+        self._queued: pl.DataFrame | None = None
         self._since = 0
         self._last_checkpoint = clock()
 
@@ -172,12 +177,21 @@ class Ledger:
     def frame(self) -> pl.DataFrame:
         """The current state: SCHEMA columns then extras, one row per key, sorted by key."""
         if self._frame is None:
-            self._frame = self._state.fold()
+            folded = self._state.fold()
+            if self._queued is not None:
+                fresh = self._queued.filter(~pl.col("key").is_in(folded["key"].implode()))
+                folded = _merge(folded, fresh)
+            self._frame = folded
         return self._frame
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The current row of `key` as a dict, or None when the ledger does not hold it."""
-        return self._state.row(key)
+        found = self._state.row(key)
+        if found is None and self._queued is not None:  # queued only: read it as frame() has it
+            queued = self.frame().filter(pl.col("key") == key)
+            if queued.height:
+                return queued.row(0, named=True)
+        return found
 
     def keys_with_status(self, *statuses: str) -> pl.DataFrame:
         """The rows whose status is one of `statuses`."""
@@ -205,7 +219,10 @@ class Ledger:
     # -- recording -----------------------------------------------------------------------
 
     def queue(self, rows: pl.DataFrame) -> None:
-        """Add `rows` (key, email, name, content_hash) as pending in one durable write."""
+        """Add `rows` (key, email, name, content_hash) as pending; written at the next checkpoint.
+
+        Keys the ledger already holds are left as they are.
+        """
         if "key" not in rows.columns:
             raise LedgerError("queue(): the rows have no 'key' column")
         wanted = [c for c in ("key", "email", "name", "content_hash") if c in rows.columns]
@@ -222,7 +239,10 @@ class Ledger:
             queued_at=pl.lit(now, _UTC_US),
             updated_at=pl.lit(now, _UTC_US),
         )
-        self._checkpoint(new)
+        new = new.filter(~pl.col("key").is_in(self.frame()["key"].implode()))
+        if new.height:
+            self._queued = new if self._queued is None else pl.concat([self._queued, new])
+            self._frame = None
 
     def intent(self, request_id: str, entries: Sequence[Entry]) -> None:
         """Record, durably, that `entries` are about to be sent under `request_id`."""
@@ -354,8 +374,8 @@ class Ledger:
     # -- durability ----------------------------------------------------------------------
 
     def checkpoint(self) -> None:
-        """Fold the parquet and the whole journal on disk into a new parquet; empty the journal."""
-        self._checkpoint(None)
+        """Fold the parquet, the journal and queued rows into a new parquet; empty the journal."""
+        self._checkpoint(self._queued)
 
     def close(self) -> None:
         """Checkpoint and release the files; the object is unusable afterwards."""
@@ -483,6 +503,7 @@ class Ledger:
                 journal.truncate(self._journal_fd, self._journal)
                 state, write_id = _State(folded), new_id
         self._state, self._write_id = state, write_id
+        self._queued = None
         self._frame = None
         self._since = 0
         self._last_checkpoint = self._now()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import polars as pl
@@ -28,38 +28,63 @@ class Batch:
         return self.entries[0].content_hash or ""
 
 
-def group(pending: pl.DataFrame, *, max_recipients: int, grouping: bool) -> list[Batch]:
+@dataclass(frozen=True)
+class Plan:
+    """A run's requests in dataset order: one frame row each, made into Batches as sent.
+
+    A million pending recipients stay a polars frame; only the request being sent becomes
+    Python objects.
+    """
+
+    requests: pl.DataFrame  # keys, addresses, names (lists) and content_hash, one row a request
+
+    def __len__(self) -> int:
+        return self.requests.height
+
+    def __iter__(self) -> Iterator[Batch]:
+        rows = self.requests.select("keys", "addresses", "names", "content_hash").iter_rows()
+        for keys, addresses, names, content_hash in rows:
+            yield Batch(
+                tuple(
+                    Entry(key=k, email=a, name=n or "", content_hash=content_hash)
+                    for k, a, n in zip(keys, addresses, names, strict=True)
+                )
+            )
+
+
+def group(pending: pl.DataFrame, *, max_recipients: int, grouping: bool) -> Plan:
     """Split pending recipients into requests: identical messages share one, up to the limit.
 
     `pending` has columns row, key, address, name, content_hash. Requests come out in
     dataset order (by the first row of each). An address appears at most once per request,
-    so that each per-recipient answer maps back to exactly one key.
+    so that each per-recipient answer maps back to exactly one key: the k-th occurrence of
+    an address within one content goes to that content's k-th "layer", and each layer is cut
+    into requests of at most `max_recipients`.
     """
-    rows = pending.sort("row").select("key", "address", "name", "content_hash").iter_rows()
-    entries = [Entry(key=k, email=a, name=n or "", content_hash=h) for k, a, n, h in rows]
+    frame = pending.select("row", "key", "address", "name", "content_hash").sort("row")
     if not grouping or max_recipients == 1:
-        return [Batch((e,)) for e in entries]
-    open_batches: dict[str, list[list[Entry]]] = {}
-    ordered: list[list[Entry]] = []
-    for entry in entries:
-        chunks = open_batches.setdefault(entry.content_hash or "", [])
-        target = next(
-            (
-                c
-                for c in chunks
-                if len(c) < max_recipients
-                and all((x.email or "").lower() != (entry.email or "").lower() for x in c)
-            ),
-            None,
+        return Plan(
+            frame.select(
+                keys=pl.concat_list("key"),
+                addresses=pl.concat_list("address"),
+                names=pl.concat_list("name"),
+                content_hash="content_hash",
+            )
         )
-        if target is None:
-            target = []
-            chunks.append(target)
-            ordered.append(target)
-        target.append(entry)
-        if len(target) == max_recipients:
-            chunks.remove(target)
-    return [Batch(tuple(chunk)) for chunk in ordered]
+    layered = frame.with_columns(
+        layer=pl.int_range(pl.len()).over("content_hash", pl.col("address").str.to_lowercase())
+    ).with_columns(chunk=pl.int_range(pl.len()).over("content_hash", "layer") // max_recipients)
+    requests = (
+        layered.group_by("content_hash", "layer", "chunk", maintain_order=True)
+        .agg(
+            first=pl.col("row").first(),
+            keys=pl.col("key"),
+            addresses=pl.col("address"),
+            names=pl.col("name"),
+        )
+        .sort("first")
+    )
+    return Plan(requests.select("keys", "addresses", "names", "content_hash"))
 
 
 def eta_seconds(requests: int, *, per_window: int, window: float) -> float:
@@ -68,8 +93,3 @@ def eta_seconds(requests: int, *, per_window: int, window: float) -> float:
         return 0.0
     windows = math.ceil(requests / per_window) - 1
     return windows * window
-
-
-def count_requests(batches: Iterable[Batch]) -> int:
-    """How many send requests a plan makes."""
-    return sum(1 for _ in batches)

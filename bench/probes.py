@@ -14,7 +14,7 @@ import statistics
 import sys
 import threading
 import time
-from collections import deque
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +41,9 @@ class _FirstDecision(Sender):
     decided_at = 0.0
     first: Batch | None = None
 
-    def send_all(self, queue: deque[Batch], exit_outside_window: bool = False) -> None:
+    def send_all(self, batches: Iterable[Batch], exit_outside_window: bool = False) -> None:
+        self.first = next(iter(batches), None)
         self.decided_at = time.perf_counter()
-        self.first = queue[0] if queue else None
 
 
 def plan(job_path: str, scan_path: str, folder: str) -> dict[str, Any]:
