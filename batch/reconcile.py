@@ -144,6 +144,24 @@ def reconcile_email(
     )
 
 
+def reconcile_in_send(client: LookupClient, probe: Probe, *, tracking_id: str) -> Finding:
+    """Recipients the answer to a send did not name: that send's own detail says.
+
+    The listing cannot: the send's tracking id is already ours, and it has other recipients.
+    """
+    try:
+        detail = client.email(tracking_id)
+    except ApiError as err:
+        return Finding(
+            Verdict.UNKNOWN, reason=f"look-up of {tracking_id} failed: {err}", lookup_failed=True
+        )
+    found = _found(detail, probe)
+    if found.outcomes:  # any not found stay in doubt and are looked up again next run
+        found.reason = f"found among the recipients of {tracking_id}"
+        return found
+    return Finding(Verdict.ABSENT, reason=f"not among the recipients of {tracking_id}")
+
+
 def _found(detail: dict[str, Any], probe: Probe) -> Finding:
     by_address = {a.lower(): k for a, k in zip(probe.addresses, probe.keys, strict=True)}
     outcomes = []

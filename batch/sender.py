@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,11 +25,21 @@ from batch.client import LegallyMailClient
 from batch.jobfile import Job
 from batch.ledger import FAILED, IN_DOUBT, PENDING, SKIPPED, Entry, Ledger, Outcome
 from batch.pacing import StopClock
-from batch.plan import Batch, group
+from batch.plan import Batch, Plan, group
 from batch.progress import Reporter, RunStats
-from batch.reconcile import Finding, Probe, Verdict, reconcile_email, reconcile_signature
+from batch.reconcile import (
+    Finding,
+    Probe,
+    Verdict,
+    reconcile_email,
+    reconcile_in_send,
+    reconcile_signature,
+)
 from batch.render import Scan, render_keys
 from batch.schedule import SendWindow
+
+# error_details of a recipient an accepted send's answer did not name (status in_doubt).
+MISSING_FROM_ANSWER = "missing from the answer"
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,7 @@ class Sender:
         if batches and self.job.spec.channel == "email":
             self._check_credits(self.stats.recipients, options.allow_partial)
         try:
-            self.send_all(deque(batches), options.exit_outside_window)
+            self.send_all(batches, options.exit_outside_window)
         except OutsideWindow as err:
             if not self.opened:
                 self.outside_at_start = True
@@ -113,7 +122,7 @@ class Sender:
             return f"{err}; what was not sent stays pending{hint}"
         return "stopped on request" if self.stop.is_set() else None
 
-    def _plan(self, result: Scan) -> list[Batch]:
+    def _plan(self, result: Scan) -> Plan:
         todo = self.ledger.plan(result.ok)
         self.ledger.queue(
             todo.select("key", pl.col("address").alias("email"), "name", "content_hash")
@@ -172,21 +181,31 @@ class Sender:
             assert intent_at is None or isinstance(intent_at, datetime)
             anchor = _newest_parent(whole, before=intent_at)
             content = self._content(entries[0].key)
-            self._reconcile(str(request_id[0]), Batch(tuple(entries)), content, anchor, None)
+            # Part of a send we recorded, yet not named in its answer: its detail says.
+            missing = rows.filter(pl.col("error_details") == MISSING_FROM_ANSWER)
+            parents = missing["parent_tracking_id"].drop_nulls()
+            parent = str(parents[0]) if parents.len() == rows.height else None
+            batch = Batch(tuple(entries))
+            self._reconcile(str(request_id[0]), batch, content, anchor, None, parent)
 
-    def send_all(self, queue: deque[Batch], exit_outside_window: bool = False) -> None:
+    def send_all(self, batches: Iterable[Batch], exit_outside_window: bool = False) -> None:
         """Send each batch in turn until done or asked to stop."""
+        upcoming = iter(batches)
+        again: Batch | None = None  # a request proven not sent goes first, before the rest
         tries: dict[tuple[str, ...], int] = {}
-        while queue and not self.stop.is_set():
+        while not self.stop.is_set():
+            batch = again if again is not None else next(upcoming, None)
+            if batch is None:
+                return
+            again = None
             self._await_window(exit_outside_window)
-            batch = queue.popleft()
             if self._send(batch):
                 self.stats.requests_done += 1
             else:
                 n = tries[tuple(batch.keys)] = tries.get(tuple(batch.keys), 1) + 1
                 if n <= self.job.spec.retry.attempts:
                     self.stats.retrying += len(batch.entries)
-                    queue.appendleft(batch)
+                    again = batch
                 else:
                     self.stats.requests_done += 1
             self.reporter.update(self.stats)
@@ -269,7 +288,7 @@ class Sender:
             for entry in batch.entries:
                 answer = answers.get((entry.email or "").lower())
                 if answer is None:  # accepted, yet not named in the answer: look it up later
-                    outcomes.append(Outcome(entry.key, IN_DOUBT, None, "missing from the answer"))
+                    outcomes.append(Outcome(entry.key, IN_DOUBT, None, MISSING_FROM_ANSWER))
                     continue
                 status = "failed" if answer.get("status") == "failed" else "sent"
                 outcomes.append(
@@ -309,7 +328,16 @@ class Sender:
         self.anchor = str(listing[0].get(field_name)) if listing else None
         self.anchor_checked = True
 
-    def _look_up(self, batch: Batch, content: dict[str, Any] | None, anchor: str | None) -> Finding:
+    def _look_up(
+        self,
+        batch: Batch,
+        content: dict[str, Any] | None,
+        anchor: str | None,
+        parent: str | None = None,
+    ) -> Finding:
+        if parent is not None:
+            probe = Probe(tuple(e.email or "" for e in batch.entries), tuple(batch.keys), "", None)
+            return reconcile_in_send(self.api, probe, tracking_id=parent)
         if content is None:
             return Finding(Verdict.UNKNOWN, reason="the row is no longer in the dataset")
         channel = self.job.spec.channel
@@ -341,8 +369,9 @@ class Sender:
         content: dict[str, Any] | None,
         anchor: str | None,
         cause: errors.ApiError | None,
+        parent: str | None = None,
     ) -> bool:
-        finding = self._look_up(batch, content, anchor)
+        finding = self._look_up(batch, content, anchor, parent)
         if finding.verdict is Verdict.FOUND:
             self.ledger.sent(
                 request_id,
