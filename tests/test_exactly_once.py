@@ -11,6 +11,7 @@ test_concurrent_runs.py.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import time
@@ -21,14 +22,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
 from batch import errors
 from batch.cli import main
+from batch.client import LegallyMailClient
 from batch.jobfile import load_job
 from batch.ledger import read_ledger
+from batch.pacing import SlidingWindowLimiter
 from batch.runner import NullReporter, RunStats, RunSummary, run
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 
@@ -527,4 +531,59 @@ def test_a_look_up_that_fails_does_not_let_the_send_slip_out_of_the_listing(
         while summaries[-1].exit_code != errors.EXIT_OK and len(summaries) < 4:
             summaries.append(run(job, reporter=notes))
         assert summaries[-1].exit_code == errors.EXIT_OK, summaries[-1].counts
+        assert_exactly_once(sandbox, campaign)
+
+
+class DropsOneRecipient(httpx.BaseTransport):
+    """A real-socket transport whose first multi-recipient send answer omits one recipient.
+
+    The request is processed in full; only the answer forgets to name someone (the API's
+    documentation does not promise every recipient is named).
+    """
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.dropped: str | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Pass the request on; trim the answer once."""
+        response = self.inner.handle_request(request)
+        if self.dropped is not None or request.url.path != "/api/send":
+            return response
+        response.read()
+        body = json.loads(response.content)
+        named = body["data"]["recipients"]
+        if len(named) < 2 or named[0]["status"] != "sent":
+            return response
+        self.dropped = str(named.pop(0)["email"])
+        return httpx.Response(response.status_code, json=body)
+
+    def close(self) -> None:
+        """Close the real transport."""
+        self.inner.close()
+
+
+def test_a_recipient_missing_from_the_answer_is_not_sent_twice(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=3, grouped=12, seed=2)
+    with running_sandbox(fault_sandbox()) as sandbox:
+        point_at(environment, sandbox)
+        job = load_job(campaign.job_path)
+        transport = DropsOneRecipient()
+        client = LegallyMailClient(
+            sandbox.base_url,
+            sandbox.token,
+            limiter=SlidingWindowLimiter(10, WINDOW),
+            transport=transport,
+        )
+        with client:
+            first = run(job, client=client)
+        assert transport.dropped is not None
+        assert first.exit_code == errors.EXIT_PENDING
+        assert len(in_doubt_keys(campaign)) == 1
+        notes = Notes()
+        second = run(job, reporter=notes)
+        assert second.exit_code == errors.EXIT_OK, second.counts
+        assert notes.count("found among the recipients of") == 1
         assert_exactly_once(sandbox, campaign)
