@@ -86,9 +86,12 @@ def validate(job: Path, period: str | None) -> None:
     if summary.invalid:
         raise errors.RowErrors(summary.invalid)
     stats = summary.stats
+    settled = summary.valid_rows - stats.recipients
+    already = f" ({settled} already settled in the ledger)" if settled else ""
     _out().print(
-        f"[green]ok[/]: {stats.recipients} recipient(s) to send in {stats.requests_planned} "
-        f"request(s), about {stats.eta_seconds / 60:.0f} min at the rate limit"
+        f"[green]ok[/]: {summary.valid_rows} row(s) valid; {stats.recipients} to send{already} "
+        f"in {stats.requests_planned} request(s), about {stats.eta_seconds / 60:.0f} min "
+        "at the rate limit"
     )
 
 

@@ -132,7 +132,7 @@ class Job:
     @property
     def base_dir(self) -> Path:
         """The job file's folder: dataset, templates and attachments resolve from here."""
-        return self.path.parent
+        return self.path.parent.resolve()
 
     @property
     def output_dir(self) -> Path:
@@ -342,7 +342,8 @@ def _template_problems(spec: JobSpec, path: Path) -> list[tuple[tuple[str | int,
 
 def template_dirs(base_dir: Path) -> list[Path]:
     """Where template files are looked up: next to the job file, then the templates/ folders."""
-    return [base_dir, base_dir / "templates", base_dir.parent / "templates"]
+    base = base_dir.resolve()  # a job named as `job.yaml` has parent `.`, whose parent is `.`
+    return [base, base / "templates", base.parent / "templates"]
 
 
 def _inline_templates(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]]:

@@ -45,6 +45,7 @@ class RunSummary:
     stopped: str | None = None
     invalid: list[errors.RowError] = field(default_factory=list)
     closed_at_start: bool = False  # --exit-outside-window found the window closed: nothing tried
+    valid_rows: int = 0  # rows that rendered and validated (dry runs)
 
     @property
     def remaining(self) -> int:
@@ -231,5 +232,11 @@ def _dry_run(job: Job, result: Scan, stats: RunStats) -> RunSummary:
     stats.recipients, stats.requests_planned = todo.height, len(batches)
     counts = {PENDING: todo.height}
     return RunSummary(
-        job.campaign, folder / "ledger.parquet", counts, stats, dry_run=True, invalid=result.errors
+        job.campaign,
+        folder / "ledger.parquet",
+        counts,
+        stats,
+        dry_run=True,
+        invalid=result.errors,
+        valid_rows=result.ok.height,
     )

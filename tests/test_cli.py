@@ -163,7 +163,7 @@ def test_validate_bad_rows_exits_2_naming_every_row_and_key(tmp_path: Path) -> N
 def test_validate_a_good_job_exits_0_and_sends_nothing(api: RunningSandbox, tmp_path: Path) -> None:
     result = lmbatch("validate", write_job(tmp_path, addresses(4)))
     assert result.exit_code == 0
-    assert "ok: 4 recipient(s) to send in 4 request(s)" in result.stdout
+    assert "ok: 4 row(s) valid; 4 to send in 4 request(s)" in result.stdout
     assert accepted(api) == []
 
 

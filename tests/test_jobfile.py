@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batch.errors import JobFileError
-from batch.jobfile import load_job
+from batch.jobfile import load_job, template_dirs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "jobs"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -183,3 +183,21 @@ def test_missing_job_file(tmp_path: Path) -> None:
 def test_example_jobs_load(name: str) -> None:
     job = load_job(EXAMPLES / name, now=NOW)
     assert job.campaign
+
+
+def test_a_job_named_from_its_own_folder_finds_the_shared_templates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "templates").mkdir()
+    (tmp_path / "templates" / "shared.html").write_text("<p>{{ name }}</p>", encoding="utf-8")
+    jobs = tmp_path / "jobs"
+    jobs.mkdir()
+    (jobs / "people.csv").write_text("email,name\na@example.com,A\n", encoding="utf-8")
+    (jobs / "job.yaml").write_text(
+        "campaign: c\ndataset: {path: people.csv}\nmessage: {subject: s, html: shared.html}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(jobs)
+    job = load_job(Path("job.yaml"))
+    assert job.base_dir == jobs
+    assert (tmp_path / "templates") in template_dirs(job.base_dir)
