@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import threading
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 
 from batch import errors
 from batch.client import LegallyMailClient
-from batch.files import fsync_dir
+from batch.files import write_atomic
 from batch.jobfile import Job
 from batch.ledger import Ledger
 
@@ -134,7 +133,7 @@ def _row(
                 target.unlink(missing_ok=True)  # a wrong file must not pass for the proof
                 paths.pop(kind, None)
                 continue
-            _write_atomic(target, data)
+            write_atomic(target, data, temp=target.with_name(target.name + ".part"))
             s.downloaded += 1
         paths[kind] = f"{FOLDER}/{name}"
     if paths != before:
@@ -152,20 +151,6 @@ def _complete(path: Path, expected: str | None) -> bool:
         for chunk in iter(lambda: fh.read(1 << 16), b""):
             digest.update(chunk)
     return digest.hexdigest() == expected
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the folder: the name never points at half a file."""
-    part = path.with_name(path.name + ".part")
-    try:
-        with open(part, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(part, path)
-        fsync_dir(path.parent)
-    except OSError as err:
-        raise errors.BatchError(f"{path}: cannot write the certificate: {err}") from err
 
 
 def _list(value: Any) -> list[dict[str, Any]]:

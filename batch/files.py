@@ -17,9 +17,12 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the folder; BatchError naming the file on failure."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+def write_atomic(path: Path, data: bytes, *, temp: Path | None = None) -> None:
+    """Temp file, fsync, rename, fsync the folder; BatchError naming the file on failure.
+
+    `temp` names the temporary file where a crash's leftover must be recognisable.
+    """
+    tmp = temp or path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as fh:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ from batch.ledger import Entry, Ledger, read_ledger
 from batch.render import SMS_MAX_CHARS, parse_signers
 from batch.report import campaign_report
 from batch.runner import NullReporter, RunStats, run, validate
-from batch.sandbox import RunningSandbox
+from batch.sandbox import RunningSandbox, ShiftedClock
 from batch.track import track
 
 JOBS = Path(__file__).resolve().parent.parent / "jobs"
@@ -37,19 +36,6 @@ SCALED = """
 limits: {requests_per_window: 10, window_seconds: 1.0}
 retry: {attempts: 4, max_backoff_seconds: 0.2}
 """
-
-
-class ShiftedClock:
-    """Wall time plus jumps: statuses move when the test jumps, rate windows keep real time."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @dataclass

@@ -18,28 +18,11 @@ from batch.client import LegallyMailClient
 from batch.jobfile import Job, load_job
 from batch.ledger import Entry, Ledger, Outcome, read_ledger
 from batch.runner import run
-from batch.sandbox import RunningSandbox
+from batch.sandbox import RunningSandbox, ShiftedClock
 from batch.sandbox.pdf import render_pdf
 from batch.track import DEFAULT_DEADLINE, TrackSummary, is_final, track
 
 DELIVERED, READ = 100.0, 200.0  # sandbox seconds after a send: far beyond any test's runtime
-
-
-class ShiftedClock:
-    """Wall time plus jumps: statuses move when the test jumps, rate windows keep real time."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-    def utc(self) -> datetime:
-        """The same instant as an aware datetime, for lmbatch's side."""
-        return datetime.fromtimestamp(self(), UTC)
 
 
 @dataclass

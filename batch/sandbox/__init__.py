@@ -41,7 +41,7 @@ With `db`, sends, credits and a generated token survive a restart (the file outr
 """
 
 from batch.sandbox.app import create_app
-from batch.sandbox.clock import FakeClock
+from batch.sandbox.clock import FakeClock, ShiftedClock
 from batch.sandbox.config import FAULT_KINDS, SandboxConfig, parse_faults, parse_rate
 from batch.sandbox.faults import Faults, LostResponse
 from batch.sandbox.server import (
@@ -62,6 +62,7 @@ __all__ = [
     "RunningSandbox",
     "SandboxConfig",
     "SandboxState",
+    "ShiftedClock",
     "create_app",
     "in_process_sandbox",
     "parse_faults",

@@ -1,8 +1,10 @@
-"""A settable clock for tests: the sandbox reads time only through `SandboxConfig.clock`."""
+"""Settable clocks for tests: the sandbox reads time only through `SandboxConfig.clock`."""
 
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 
 
 class FakeClock:
@@ -24,3 +26,22 @@ class FakeClock:
         with self._lock:
             self._now += seconds
             return self._now
+
+
+class ShiftedClock:
+    """Wall time plus jumps: statuses move when a test jumps, rate windows keep real time."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        """Seconds since the epoch, shifted by every jump so far."""
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Jump forward."""
+        self.offset += seconds
+
+    def utc(self) -> datetime:
+        """The shifted time as an aware UTC datetime."""
+        return datetime.fromtimestamp(self(), UTC)
