@@ -179,7 +179,9 @@ class Sender:
             ]
             intent_at = rows["updated_at"].min()
             assert intent_at is None or isinstance(intent_at, datetime)
-            anchor = _newest_parent(whole, before=intent_at)
+            # Before the campaign's first answer the ledger knows no parent: the anchor taken
+            # from the account's listing travels in the request id.
+            anchor = _newest_parent(whole, before=intent_at) or _anchor_in(str(request_id[0]))
             content = self._content(entries[0].key)
             # Part of a send we recorded, yet not named in its answer: its detail says.
             missing = rows.filter(pl.col("error_details") == MISSING_FROM_ANSWER)
@@ -239,7 +241,7 @@ class Sender:
         if not self.anchor_checked:
             self._take_anchor()
         payload = self._payload(content, [m.address for m in messages])
-        request_id = uuid.uuid4().hex
+        request_id = _request_id(self.anchor)
         self.ledger.intent(request_id, list(batch.entries))
         try:
             data = self._post(payload)
@@ -433,6 +435,16 @@ def _send_data(channel: str, answer: dict[str, Any], content: dict[str, Any]) ->
         "created_at": answer.get("created_at"),
         "signers": signers,
     }
+
+
+def _request_id(anchor: str | None) -> str:
+    """A new id for one send attempt, carrying the anchor known when its intent is written."""
+    return f"{uuid.uuid4().hex}~{anchor}" if anchor else uuid.uuid4().hex
+
+
+def _anchor_in(request_id: str) -> str | None:
+    """The anchor a request id carries, if any."""
+    return request_id.partition("~")[2] or None
 
 
 def _newest_parent(frame: pl.DataFrame, before: datetime | None = None) -> str | None:
