@@ -22,12 +22,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
 from test_exactly_once import (
+    WINDOW,
     Campaign,
     accepted,
     assert_exactly_once,
@@ -43,6 +46,7 @@ from test_exactly_once import (
 
 from batch import errors
 from batch.cli import main
+from batch.pacing import HostLimiter
 from batch.sandbox import RunningSandbox, running_sandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -308,3 +312,41 @@ def test_credits_running_out_mid_run_stop_cleanly_and_resume(tmp_path: Path) -> 
         code, output = finish(campaign, env, logs)
         assert code == errors.EXIT_OK, output
         assert_exactly_once(sandbox, campaign)
+
+
+def test_a_crash_before_the_first_request_left_is_settled_on_a_busy_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The account already holds 30 e-mails of other campaigns, more than the listing shows.
+    # The child writes its first intent and is killed while it waits for a rate-limit slot,
+    # so the request never leaves. The next run must prove it absent and send it.
+    campaign = email_campaign(tmp_path / "job", personal=5, grouped=10, seed=9)
+    with running_sandbox(fault_sandbox(rate_limit=100)) as sandbox:
+        with sandbox.client() as other:
+            for i in range(30):
+                mail = {"to": f"other{i}@example.com", "subject": "Other", "message": "x"}
+                assert other.post("/api/send", json=mail).status_code == 200
+        env = child_env(sandbox, tmp_path / "state")
+        monkeypatch.setenv("LMBATCH_STATE_DIR", env["LMBATCH_STATE_DIR"])
+        key = urlsplit(sandbox.base_url).netloc.replace(":", "_")
+        busy = HostLimiter(10, WINDOW, key=key)
+        logs = tmp_path / "logs"
+        with ExitStack() as held:
+            for _ in range(8):  # another process's requests in flight: 2 slots left
+                held.enter_context(busy.slot())
+            child = start_run(campaign, env, logs)
+            assert wait_until(lambda: bool(in_doubt_keys_or_none(campaign)), child)
+            kill(child)
+        assert recorded(sandbox, "email") == 30, "the first request left before the kill"
+        assert in_doubt_keys(campaign)
+        code, output = finish(campaign, env, logs)
+        assert code == errors.EXIT_OK, output
+        assert_exactly_once(sandbox, campaign)
+
+
+def in_doubt_keys_or_none(campaign: Campaign) -> list[str]:
+    """The keys in doubt, or none while the ledger does not exist yet."""
+    try:
+        return in_doubt_keys(campaign)
+    except errors.LedgerError:
+        return []
