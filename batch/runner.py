@@ -31,6 +31,7 @@ from batch.sender import RunOptions, Sender, grouping
 __all__ = ["NullReporter", "Reporter", "RunOptions", "RunStats", "RunSummary", "run", "validate"]
 
 MIN_FREE_BYTES = 16 * 1024 * 1024
+CONNECT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -93,12 +94,15 @@ def build_client(
         window_seconds or limits.window_seconds,
         key=(urlsplit(url).netloc or "api").replace(":", "_"),
         clock=clock,
+        # A request's worst case (connect, write, read) before a hung process stops counting.
+        request_timeout=CONNECT_TIMEOUT + 2 * job.spec.api.timeout_seconds,
     )
     return LegallyMailClient(
         url,
         api_token(job),
         limiter=limiter,
         timeout=job.spec.api.timeout_seconds,
+        connect_timeout=CONNECT_TIMEOUT,
         attempts=job.spec.retry.attempts,
         max_backoff=job.spec.retry.max_backoff_seconds,
         sleep=clock.sleep,
