@@ -191,6 +191,8 @@ def test_email_campaign_survives_sigkill_at_random_moments(tmp_path: Path, seed:
         code, output = finish(campaign, env, logs)
         assert code == errors.EXIT_OK, output
         assert_exactly_once(sandbox, campaign)
+        # Pacing held across the restarts: the limiter's state outlives a killed process.
+        assert sandbox.state.request_count(status=429) == 0
         figures(
             f"crash email seed={seed}",
             recipients=len(campaign.recipients),
@@ -250,6 +252,8 @@ def test_sms_campaign_survives_sigkill_and_in_doubt_sms_are_never_resent(
         code, output = finish(campaign, env, logs)
         assert code == errors.EXIT_OK, output
         assert_exactly_once(sandbox, campaign)
+        # Pacing held across the restarts: the limiter's state outlives a killed process.
+        assert sandbox.state.request_count(status=429) == 0
         figures(
             f"crash sms seed={seed}",
             recipients=len(campaign.recipients),
@@ -273,6 +277,8 @@ def test_signature_campaign_survives_sigkill_at_random_moments(tmp_path: Path, s
         code, output = finish(campaign, env, logs)
         assert code == errors.EXIT_OK, output
         assert_exactly_once(sandbox, campaign)
+        # Pacing held across the restarts: the limiter's state outlives a killed process.
+        assert sandbox.state.request_count(status=429) == 0
         figures(
             f"crash signature seed={seed}",
             recipients=len(campaign.recipients),
