@@ -154,6 +154,11 @@ class LegallyMailClient:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    @property
+    def limiter(self) -> RateLimiter:
+        """The limiter every call of this client waits on."""
+        return self._limiter
+
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()

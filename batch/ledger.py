@@ -34,6 +34,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -149,6 +150,7 @@ class Ledger:
         self._queued: pl.DataFrame | None = None
         self._since = 0
         self._last_checkpoint = clock()
+        self.checkpoint_seconds_taken = 0.0  # how long the last checkpoint took (wall time)
 
     @classmethod
     def open(
@@ -373,9 +375,16 @@ class Ledger:
 
     # -- durability ----------------------------------------------------------------------
 
+    @property
+    def unsaved(self) -> bool:
+        """Whether events or queued rows wait for a checkpoint."""
+        return self._since > 0 or self._queued is not None
+
     def checkpoint(self) -> None:
         """Fold the parquet, the journal and queued rows into a new parquet; empty the journal."""
+        started = time.monotonic()
         self._checkpoint(self._queued)
+        self.checkpoint_seconds_taken = time.monotonic() - started
 
     def close(self) -> None:
         """Checkpoint and release the files; the object is unusable afterwards."""

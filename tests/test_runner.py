@@ -11,9 +11,10 @@ import pytest
 
 from batch import errors
 from batch.jobfile import load_job
-from batch.ledger import read_ledger
+from batch.ledger import Entry, Ledger, read_ledger
 from batch.runner import NullReporter, RunOptions, RunStats, run
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+from batch.sender import Sender
 
 WINDOW = 1.0  # 10 requests per second: the real limit, scaled 60×
 
@@ -232,3 +233,33 @@ def test_the_token_never_reaches_the_ledger(api: RunningSandbox, tmp_path: Path)
     for path in job.output_dir.rglob("*"):
         if path.is_file():
             assert api.token.encode() not in path.read_bytes(), path
+
+
+class _Limiter:
+    """Says how long until the next request may start."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+
+    def next_free_in(self) -> float:
+        return self.wait
+
+
+class _Api:
+    def __init__(self, wait: float) -> None:
+        self.limiter = _Limiter(wait)
+
+
+@pytest.mark.parametrize(("wait", "checkpointed"), [(0.0, False), (0.4, False), (5.0, True)])
+def test_the_ledger_is_checkpointed_only_while_the_limit_makes_us_wait(
+    tmp_path: Path, wait: float, checkpointed: bool
+) -> None:
+    job = load_job(write_job(tmp_path, people(1)))
+    with Ledger.open(job.output_dir) as ledger:
+        ledger.intent("r1", [Entry("C-0000", "p0@example.com", "", "h")])
+        sender = Sender(
+            job, _Api(wait), ledger, pl.DataFrame(), RunStats(), NullReporter(), threading.Event()
+        )  # type: ignore[arg-type]
+        sender._checkpoint_while_waiting()
+        assert ledger.unsaved is not checkpointed
+        assert ((job.output_dir / "journal.jsonl").stat().st_size == 0) is checkpointed
