@@ -39,11 +39,13 @@ class _FirstDecision(Sender):
     """The real send loop, stopped where it would make its first request."""
 
     decided_at = 0.0
+    decided_rss = 0.0
     first: Batch | None = None
 
     def send_all(self, batches: Iterable[Batch], exit_outside_window: bool = False) -> None:
         self.first = next(iter(batches), None)
         self.decided_at = time.perf_counter()
+        self.decided_rss = _rss_mb()
 
 
 def plan(job_path: str, scan_path: str, folder: str) -> dict[str, Any]:
@@ -61,12 +63,14 @@ def plan(job_path: str, scan_path: str, folder: str) -> dict[str, Any]:
         seconds = sender.decided_at - started
         first = sender.first.keys if sender.first else []
         todo = stats.recipients
+        decided_rss = sender.decided_rss
     return {
         "seconds": seconds,
         "first": first,
         "todo": todo,
         "rss_after_load_mb": loaded_rss,
-        "peak_rss_mb": _rss_mb(),
+        "decision_rss_mb": decided_rss,  # peak up to the first send decision
+        "peak_rss_mb": _rss_mb(),  # including the checkpoint when the ledger closes
     }
 
 

@@ -59,11 +59,13 @@ class Figure:
 class Measured:
     seconds: float
     max_rss_mb: float  # the largest single process of the tree (kernel's ru_maxrss)
-    tree_rss_mb: float  # the whole tree's RSS, sampled every 50 ms
+    tree_rss_mb: float  # the whole tree's RSS, sampled every 50 ms (shared pages counted twice)
+    tree_pss_mb: float  # the whole tree's PSS: shared pages split between their users
     stdout: str
 
 
-def _tree_rss_kb(root: int) -> int:
+def _tree_kb(root: int) -> tuple[int, int]:
+    """RSS and PSS (kB) summed over `root` and its descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -73,17 +75,19 @@ def _tree_rss_kb(root: int) -> int:
                 continue
             ppid = int(stat.rsplit(")", 1)[1].split()[1])
             children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
+    rss, pss, todo = 0, 0, [root]
     while todo:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
         try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
         except OSError:
             pass
-    return total
+    return rss, pss
 
 
 def measure(cmd: list[str], *, env: dict[str, str] | None = None) -> Measured:
@@ -91,12 +95,13 @@ def measure(cmd: list[str], *, env: dict[str, str] | None = None) -> Measured:
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=ROOT)
-        peak = [0]
+        peak = [0, 0]
         done = threading.Event()
 
         def sample() -> None:
             while not done.wait(0.05):
-                peak[0] = max(peak[0], _tree_rss_kb(proc.pid))
+                rss, pss = _tree_kb(proc.pid)
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -109,7 +114,9 @@ def measure(cmd: list[str], *, env: dict[str, str] | None = None) -> Measured:
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.read().decode()}")
-        return Measured(seconds, usage.ru_maxrss / 1024, peak[0] / 1024, out.read().decode())
+        return Measured(
+            seconds, usage.ru_maxrss / 1024, peak[0] / 1024, peak[1] / 1024, out.read().decode()
+        )
 
 
 def _py(script: str, *args: object) -> list[str]:
@@ -259,10 +266,10 @@ def memory(reps: int) -> list[Figure]:
     job = gen_data.validate_job(gen_data.dataset(rows))
     run = measure([LMBATCH, "validate", str(job)])
     value = (
-        f"{run.tree_rss_mb:,.0f} MB all processes ({run.max_rss_mb:,.0f} MB largest); "
-        f"{rows / run.seconds:,.0f} rows/s"
+        f"{run.tree_pss_mb:,.0f} MB PSS all processes ({run.tree_rss_mb:,.0f} MB RSS summed, "
+        f"{run.max_rss_mb:,.0f} MB largest); {rows / run.seconds:,.0f} rows/s"
     )
-    met = run.tree_rss_mb < 1536
+    met = run.tree_pss_mb < 1536
     return [Figure("memory at scale (1M rows)", value, "< 1.5 GB", met, "--only memory")]
 
 
@@ -325,7 +332,7 @@ def _plan_inputs() -> tuple[Path, Path, Path]:
 def plan(reps: int) -> list[Figure]:
     """Time from opening a 900k-row ledger to the first send decision for a 1M-row dataset."""
     job, scan, template = _plan_inputs()
-    seconds, rss = [], []
+    seconds, rss, closing = [], [], []
     for rep in range(reps):
         folder = DATA / "plan" / f"run-{rep}"
         shutil.rmtree(folder, ignore_errors=True)
@@ -334,9 +341,13 @@ def plan(reps: int) -> list[Figure]:
         if out["todo"] != 100_000 or out["first"] != ["C-900000"]:
             raise RuntimeError(f"unexpected plan: {out}")
         seconds.append(out["seconds"])
-        rss.append(out["peak_rss_mb"])
+        rss.append(out["decision_rss_mb"])
+        closing.append(out["peak_rss_mb"])
         shutil.rmtree(folder)
-    value = f"{_median(seconds):.2f} s, {max(rss):,.0f} MB peak RSS"
+    value = (
+        f"{_median(seconds):.2f} s, {max(rss):,.0f} MB peak RSS to the decision "
+        f"({max(closing):,.0f} MB with the checkpoint on close)"
+    )
     met = _median(seconds) < 1 and max(rss) < 500
     return [Figure("resume planning (1M vs 900k)", value, "< 1 s, < 500 MB", met, "--only plan")]
 
