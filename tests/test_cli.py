@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -110,6 +111,19 @@ def test_every_command_is_in_the_readme(command: str) -> None:
     assert re.search(rf"\blmbatch {command}\b", README), (
         f"README.md never shows `lmbatch {command}`"
     )
+
+
+def test_the_readme_job_file_validates(tmp_path: Path) -> None:
+    block = README[README.index("### The job file") :]
+    start = block.index("```yaml") + len("```yaml")
+    (tmp_path / "jobs").mkdir()
+    shutil.copytree(ROOT / "jobs" / "data", tmp_path / "jobs" / "data")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    job = tmp_path / "jobs" / "notice.yaml"
+    job.write_text(block[start : block.index("```", start)], encoding="utf-8")
+    result = lmbatch("validate", str(job))
+    assert result.exit_code == 0, result.output
+    assert "row(s) valid" in result.stdout
 
 
 def test_the_readme_documents_the_exit_codes_of_the_cli_docstring() -> None:
