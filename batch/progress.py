@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import IO, Protocol
 
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from batch.plan import eta_seconds
 
@@ -28,6 +30,7 @@ class RunStats:
     in_doubt: int = 0
     api_calls: int = 0
     rate_limited: int = 0
+    window_used: int = 0  # requests (of every process on the host) counting in the window now
     per_window: int = 10
     window: float = 60.0
     started: float = field(default_factory=time.monotonic)
@@ -80,53 +83,57 @@ def _eta(stats: RunStats) -> str:
 
 
 class RichReporter:
-    """A live progress bar: sent / failed / retries / in doubt, API calls, ETA."""
+    """A live display: a bar of requests with elapsed time and ETA, and the counts beneath."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
+            TextColumn("[bold]sending"),
             BarColumn(),
             TextColumn("{task.completed}/{task.total} requests"),
-            TextColumn("{task.fields[counts]}"),
             TimeElapsedColumn(),
             TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
-            transient=False,
         )
-        self.task = self.progress.add_task("sending", total=0, counts="", eta="")
+        self.task = self.progress.add_task("sending", total=0, eta="")
+        self.counts = Text()
+        self.live = Live(Group(self.progress, self.counts), console=self.console)
 
     def start(self, stats: RunStats) -> None:
-        """Show the plan and start the bar."""
+        """Show the plan and start the display."""
         self.console.print(
             f"{stats.recipients} recipient(s) in {stats.requests_planned} request(s); "
             f"limit {stats.per_window} per {stats.window:g} s; ETA {_eta(stats)}"
         )
-        self.progress.start()
+        self.live.start()
         self.update(stats)
 
     def update(self, stats: RunStats) -> None:
-        """Refresh the counts."""
-        counts = (
-            f"[green]{stats.sent} sent[/] [red]{stats.failed} failed[/] "
-            f"{stats.retrying} retries [yellow]{stats.in_doubt} in doubt[/] "
-            f"{stats.api_calls} API calls ({stats.rate_limited}×429)"
-        )
+        """Refresh the bar and the counts."""
         self.progress.update(
             self.task,
             total=stats.requests_planned,
             completed=stats.requests_done,
-            counts=counts,
             eta=_eta(stats),
         )
+        self.counts.truncate(0)
+        self.counts.append_text(
+            Text.from_markup(
+                f"[green]{stats.sent} sent[/] · [red]{stats.failed} failed[/] · "
+                f"{stats.retrying} retries · [yellow]{stats.in_doubt} in doubt[/] · "
+                f"{stats.api_calls} API calls ({stats.rate_limited}×429) · "
+                f"window {stats.window_used}/{stats.per_window}"
+            )
+        )
+        self.live.refresh()
 
     def note(self, message: str) -> None:
-        """Print a line above the bar."""
-        self.progress.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+        """Print a line above the display."""
+        self.live.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
 
     def stop(self) -> None:
-        """Leave the final bar on screen."""
-        self.progress.stop()
+        """Leave the final display on screen."""
+        self.live.stop()
 
 
 class LineReporter:
@@ -154,6 +161,7 @@ class LineReporter:
             "in_doubt": stats.in_doubt,
             "api_calls": stats.api_calls,
             "rate_limited": stats.rate_limited,
+            "window_used": f"{stats.window_used}/{stats.per_window}",
             "eta_seconds": round(stats.eta_seconds),
         }
 

@@ -211,6 +211,7 @@ class Sender:
                     again = batch
                 else:
                     self.stats.requests_done += 1
+            self.stats.window_used = self.api.limiter.used()
             self.reporter.update(self.stats)
 
     def _checkpoint_while_waiting(self) -> None:
