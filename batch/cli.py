@@ -101,7 +101,7 @@ def validate(job: Path, period: str | None) -> None:
 @handle_errors
 def preview(job: Path, period: str | None, limit: int) -> None:
     """Write JOB's rendered messages to <output>/<campaign>/preview/ to browse."""
-    from batch.render import write_preview
+    from batch.preview import write_preview
     from batch.runner import validate as read_and_scan
 
     loaded = _load(job, period)

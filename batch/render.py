@@ -3,14 +3,14 @@
 Cell values are data: they are passed to templates as variables and never compiled. HTML
 bodies are autoescaped; subjects, SMS texts and addresses are plain text. `scan` checks
 every row up front (in parallel for large datasets) and keeps only a compact summary;
-`render_keys` re-renders the rows that are about to be sent.
+`render_keys` re-renders the rows that are about to be sent. Addresses are checked in
+batch.addresses; `lmbatch preview` pages are written by batch.preview.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import html
 import json
 import mimetypes
 import multiprocessing
@@ -29,19 +29,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import jinja2
-import phonenumbers
 import polars as pl
-from email_validator import EmailNotValidError, validate_email
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_ATOM_TEXT
 from jinja2.runtime import new_context
 
+from batch.addresses import normalize_email, normalize_phone, parse_signers
 from batch.errors import DatasetError, RowError
-from batch.files import write_atomic
 from batch.jobfile import Job, template_dirs
 
 SMS_MAX_CHARS = 300  # the API charges one credit per message up to 300 characters
 DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB
-_MAX_SIGNERS = 5  # per signature request
 PARALLEL_THRESHOLD = 2_000  # below this, starting processes costs more than it saves
 _CHUNK_ROWS = 5_000
 _FILE_CACHE_ENTRIES = 256  # signature documents differ per row: bound the memory they hold
@@ -190,91 +186,6 @@ def _text_digest(text: str) -> str:
 @lru_cache(maxsize=_FILE_CACHE_ENTRIES)
 def _blob_digest(b64: str) -> str:
     return "sha256:" + hashlib.sha256(base64.b64decode(b64)).hexdigest()
-
-
-# --- validation helpers -------------------------------------------------------------------
-
-
-@lru_cache(maxsize=4096)
-def _domain(domain: str) -> str | None:
-    """The normalized domain if email-validator accepts it (cached: rows share domains)."""
-    try:
-        return validate_email(f"a@{domain}", check_deliverability=False).domain
-    except EmailNotValidError:
-        return None
-
-
-def normalize_email(raw: str) -> str:
-    """The normalized address, or ValueError with email-validator's reason."""
-    text = raw.strip()
-    local, at, domain = text.rpartition("@")
-    # Fast path for plain ASCII addresses (the vast majority): the local part is a dot-atom
-    # and the domain was already validated; it yields the same result as validate_email.
-    if (
-        at
-        and len(text) <= 254
-        and DOT_ATOM_TEXT.fullmatch(local)
-        and local.lower() not in CASE_INSENSITIVE_MAILBOX_NAMES
-    ):
-        normalized = _domain(domain)
-        if normalized is not None:
-            return f"{local}@{normalized}"
-    try:
-        return validate_email(text, check_deliverability=False).normalized
-    except EmailNotValidError as err:
-        raise ValueError(f"invalid e-mail address {text!r}: {err}") from err
-
-
-def normalize_phone(raw: str, region: str | None) -> str:
-    """The E.164 form of a phone number, or ValueError saying why not."""
-    text = raw.strip()
-    try:
-        number = phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException as err:
-        raise ValueError(f"invalid phone number {text!r}: {err}") from err
-    if not phonenumbers.is_valid_number(number):
-        hint = "" if region or text.startswith("+") else " (add +country code or default_region)"
-        raise ValueError(f"invalid phone number {text!r}{hint}")
-    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-
-
-_SIGNER_ENTRY = re.compile(r"(?P<name>[^<>]*?)\s*<(?P<email>[^<>]*)>\s*(?P<phone>[^<>]*)")
-
-
-def parse_signers(text: str) -> list[tuple[str, str, str]]:
-    """The (name, e-mail, phone) of each signer a `signer_list` rendered to; ValueError if bad.
-
-    Two forms: a JSON list of objects with `name`, `email` and an optional `phone` (what
-    `|tojson` writes), or entries `Name <email> [phone]` separated by `;` or new lines.
-    """
-    text = text.strip()
-    found: list[tuple[str, str, str]] = []
-    if text.startswith("["):
-        try:
-            items = json.loads(text)
-        except ValueError as err:
-            raise ValueError(f"signer_list is not valid JSON: {err}") from err
-        for i, item in enumerate(items):
-            if not isinstance(item, dict) or not isinstance(item.get("email"), str):
-                raise ValueError(f"signer {i + 1}: needs an object with name, email (and phone)")
-            name, phone = item.get("name"), item.get("phone")
-            found.append(
-                (
-                    "" if name is None else str(name).strip(),
-                    item["email"].strip(),
-                    "" if phone is None else str(phone).strip(),
-                )
-            )
-    else:
-        for entry in (e.strip() for e in re.split(r"[;\n]", text)):
-            match = _SIGNER_ENTRY.fullmatch(entry)
-            if entry and match is None:
-                raise ValueError(f"{entry!r} is not `Name <email> [phone]`")
-            if match is not None:
-                found.append((match["name"], match["email"].strip(), match["phone"].strip()))
-    if not 1 <= len(found) <= _MAX_SIGNERS:
-        raise ValueError(f"{len(found)} signer(s); the API takes 1 to {_MAX_SIGNERS}")
-    return found
 
 
 class _Files:
@@ -746,68 +657,3 @@ def render_keys(job: Job, frame: pl.DataFrame, keys: Iterable[str]) -> Iterator[
     renderer = Renderer(job)
     for key in wanted:
         yield renderer.render(by_key[key])
-
-
-# --- preview ------------------------------------------------------------------------------
-
-
-def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 200) -> Path:
-    """Write one HTML page per message (first `limit` rows) and an index; return the index."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    renderer = Renderer(job)
-    entries: list[str] = []
-    for i, row in enumerate(with_meta(frame).head(limit).iter_rows(named=True), start=1):
-        try:
-            message = renderer.render(row)
-        except RowProblems as err:
-            problems = "".join(f"<li>{html.escape(str(e))}</li>" for e in err.errors)
-            entries.append(
-                f"<tr><td>{row['__row__']}</td><td colspan=3><ul>{problems}</ul></td></tr>"
-            )
-            continue
-        page = f"{i:04d}-{_safe_name(message.key)}.html"
-        write_atomic(out_dir / page, _message_page(job, message).encode("utf-8"))
-        subject = message.content.get("subject") or message.content.get("document_name") or ""
-        entries.append(
-            f'<tr><td>{message.row}</td><td><a href="{html.escape(page)}">'
-            f"{html.escape(message.key)}</a></td><td>{html.escape(message.address)}</td>"
-            f"<td>{html.escape(str(subject))}</td></tr>"
-        )
-    title = html.escape(f"{job.campaign}: preview of {len(entries)} message(s)")
-    index = out_dir / "index.html"
-    page = (
-        f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
-        "<table border=1 cellpadding=4><tr><th>row</th><th>key</th><th>to</th>"
-        f"<th>subject</th></tr>{''.join(entries)}</table>\n"
-    )
-    write_atomic(index, page.encode("utf-8"))
-    return index
-
-
-def _message_page(job: Job, message: Message) -> str:
-    content = message.content
-    esc = html.escape
-    head = [("to", message.address), ("name", message.name), ("row", str(message.row))]
-    if job.spec.channel == "email":
-        head.insert(0, ("subject", content["subject"]))
-        names = [a["filename"] for a in content.get("attachments", [])]
-        head.append(("attachments", ", ".join(names) or "none"))
-        # srcdoc isolates the body's markup and styles from the preview page around it.
-        body = (
-            f'<iframe style="width:100%;height:80vh" srcdoc="{esc(content["message"])}"></iframe>'
-        )
-    elif job.spec.channel == "sms":
-        body = f"<pre>{esc(content['message'])}</pre><p>{len(content['message'])} characters</p>"
-    else:
-        signers = ", ".join(f"{s['name']} <{s['email']}>" for s in content["signers"])
-        head += [("signers", signers), ("document", content["document_name"])]
-        head.append(("language", content["language"]))
-        body = ""
-    rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in head)
-    title = esc(f"{job.campaign}: {message.key}")
-    page = f"<!doctype html><meta charset=utf-8><title>{title}</title><table>{rows}</table>"
-    return f"{page}<hr>{body}\n"
-
-
-def _safe_name(key: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", key)[:60] or "row"

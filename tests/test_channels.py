@@ -18,12 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from batch import errors
+from batch.addresses import parse_signers
 from batch.certificates import download_certificates
 from batch.cli import main
 from batch.export import export
 from batch.jobfile import Job, load_job
 from batch.ledger import Entry, Ledger, read_ledger
-from batch.render import SMS_MAX_CHARS, parse_signers
+from batch.render import SMS_MAX_CHARS
 from batch.report import campaign_report
 from batch.runner import NullReporter, RunStats, run, validate
 from batch.sandbox import RunningSandbox, ShiftedClock

@@ -13,6 +13,7 @@ import pytest
 from batch.dataset import read_dataset
 from batch.errors import RowError
 from batch.jobfile import Job, load_job
+from batch.preview import write_preview
 from batch.render import (
     Renderer,
     RowProblems,
@@ -21,7 +22,6 @@ from batch.render import (
     money,
     render_keys,
     scan,
-    write_preview,
 )
 
 PDF = b"%PDF-1.4\n%tiny\n%%EOF\n"
