@@ -63,7 +63,6 @@ class Finding:
     verdict: Verdict
     parent_tracking_id: str | None = None
     outcomes: list[Outcome] = field(default_factory=list)
-    sent_at: str | None = None
     reason: str = ""
     lookup_failed: bool = False  # UNKNOWN because the API did not answer the look-up
 
@@ -182,7 +181,6 @@ def _found(detail: dict[str, Any], probe: Probe) -> Finding:
         Verdict.FOUND,
         parent_tracking_id=str(detail.get("tracking_id") or "") or None,
         outcomes=outcomes,
-        sent_at=detail.get("sent_at"),
         reason="found in the account's latest sends",
     )
 
@@ -214,7 +212,6 @@ def reconcile_signature(
             Verdict.FOUND,
             parent_tracking_id=uuid,
             outcomes=[outcome],
-            sent_at=item.get("created_at"),
             reason="found in the account's latest signature requests",
         )
     if complete:

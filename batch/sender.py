@@ -171,17 +171,13 @@ class Sender:
         doubtful = self.ledger.keys_with_status(IN_DOUBT)
         if doubtful.is_empty():
             return
-        whole = self.ledger.frame()
         for request_id, rows in doubtful.group_by("request_id", maintain_order=True):
             entries = [
                 Entry(key=k, email=e, name=n or "", content_hash=h)
                 for k, e, n, h in rows.select("key", "email", "name", "content_hash").iter_rows()
             ]
-            intent_at = rows["updated_at"].min()
-            assert intent_at is None or isinstance(intent_at, datetime)
-            # Before the campaign's first answer the ledger knows no parent: the anchor taken
-            # from the account's listing travels in the request id.
-            anchor = _newest_parent(whole, before=intent_at) or _anchor_in(str(request_id[0]))
+            # The newest send known when the intent was written travels in its request id.
+            anchor = _anchor_in(str(request_id[0]))
             content = self._content(entries[0].key)
             # Part of a send we recorded, yet not named in its answer: its detail says.
             missing = rows.filter(pl.col("error_details") == MISSING_FROM_ANSWER)
@@ -460,12 +456,11 @@ def _anchor_in(request_id: str) -> str | None:
     return request_id.partition("~")[2] or None
 
 
-def _newest_parent(frame: pl.DataFrame, before: datetime | None = None) -> str | None:
+def _newest_parent(frame: pl.DataFrame) -> str | None:
+    """The request id of the campaign's latest recorded send, if any."""
     sent = frame.filter(
         pl.col("parent_tracking_id").is_not_null() & pl.col("sent_at").is_not_null()
     )
-    if before is not None:
-        sent = sent.filter(pl.col("sent_at") <= before)
     if sent.is_empty():
         return None
     value = sent.sort("sent_at").tail(1)["parent_tracking_id"][0]
