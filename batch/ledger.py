@@ -201,17 +201,7 @@ class Ledger:
 
     def plan(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """The candidates still to send: key absent from the ledger or its status pending."""
-        if "key" not in candidates.columns:
-            raise LedgerError("plan(): the candidates have no 'key' column")
-        # Lazy, so only the key and status columns of the ledger are touched.
-        settled = self.frame().lazy().filter(pl.col("status") != PENDING).select(__key="key")
-        return (
-            candidates.lazy()
-            .with_columns(__key=pl.col("key").cast(pl.String))
-            .join(settled, on="__key", how="anti", maintain_order="left")
-            .drop("__key")
-            .collect()
-        )
+        return unsettled(self.frame(), candidates)
 
     def counts(self) -> dict[str, int]:
         """How many rows are in each status."""
@@ -516,6 +506,21 @@ class Ledger:
         self._frame = None
         self._since = 0
         self._last_checkpoint = self._now()
+
+
+def unsettled(ledger: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
+    """The candidates still to send: key absent from `ledger` or its status pending."""
+    if "key" not in candidates.columns:
+        raise LedgerError("plan(): the candidates have no 'key' column")
+    # Lazy, so only the key and status columns of the ledger are touched.
+    settled = ledger.lazy().filter(pl.col("status") != PENDING).select(__key="key")
+    return (
+        candidates.lazy()
+        .with_columns(__key=pl.col("key").cast(pl.String))
+        .join(settled, on="__key", how="anti", maintain_order="left")
+        .drop("__key")
+        .collect()
+    )
 
 
 def read_ledger(folder: Path) -> pl.DataFrame:

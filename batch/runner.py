@@ -20,7 +20,7 @@ from batch import errors
 from batch.client import LegallyMailClient
 from batch.dataset import read_dataset
 from batch.jobfile import Job
-from batch.ledger import IN_DOUBT, PENDING, Ledger, read_ledger
+from batch.ledger import IN_DOUBT, PENDING, Ledger, read_ledger, unsettled
 from batch.lock import CampaignLock
 from batch.pacing import HostLimiter, RateLimiter, StopClock
 from batch.plan import group
@@ -226,11 +226,8 @@ def _client(
 
 def _dry_run(job: Job, result: Scan, stats: RunStats) -> RunSummary:
     folder = job.output_dir
-    ledger = read_ledger(folder) if (folder / "ledger.parquet").exists() else None
-    todo = result.ok
-    if ledger is not None and ledger.height:
-        settled = ledger.filter(pl.col("status") != PENDING).select("key")
-        todo = todo.join(settled, on="key", how="anti")
+    # The journal alone may hold sends (a first run stopped before its first checkpoint).
+    todo = unsettled(read_ledger(folder), result.ok) if folder.is_dir() else result.ok
     batches = group(
         todo, max_recipients=job.spec.limits.max_recipients_per_request, grouping=grouping(job)
     )

@@ -11,7 +11,7 @@ import pytest
 
 from batch import errors
 from batch.jobfile import load_job
-from batch.ledger import Entry, Ledger, read_ledger
+from batch.ledger import Entry, Ledger, Outcome, read_ledger
 from batch.runner import NullReporter, RunOptions, RunStats, run
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 from batch.sender import Sender
@@ -263,3 +263,19 @@ def test_the_ledger_is_checkpointed_only_while_the_limit_makes_us_wait(
         sender._checkpoint_while_waiting()
         assert ledger.unsaved is not checkpointed
         assert ((job.output_dir / "journal.jsonl").stat().st_size == 0) is checkpointed
+
+
+def test_dry_run_counts_sends_still_only_in_the_journal(
+    api: RunningSandbox, tmp_path: Path
+) -> None:
+    job = load_job(write_job(tmp_path, people(3)))
+    # A first run killed before its first checkpoint leaves a journal and no parquet yet.
+    with Ledger.open(job.output_dir) as ledger:
+        ledger.intent("r1", [Entry("C-0000", "p0@example.com", "", "h")])
+        ledger.sent(
+            "r1", parent_tracking_id="p", outcomes=[Outcome("C-0000", "sent", "t")], sent_at=None
+        )
+        assert not (job.output_dir / "ledger.parquet").exists()
+        summary = run(job, RunOptions(dry_run=True))
+    assert summary.stats.recipients == 2
+    assert api.state.log() == []
