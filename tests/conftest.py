@@ -6,6 +6,7 @@ sandbox_factory       start more, e.g. `sandbox_factory(clock=fake_clock, rate_l
                       or `sandbox_factory(SandboxConfig(...))`; all stop at test end
 in_process_sandbox    the same app without a socket (`sb.client()`, `sb.transport`)
 fake_clock            a FakeClock to pass as `clock=`; `fake_clock.advance(seconds)`
+use_sandbox           `use_sandbox(sb)` points lmbatch (URL, token, limiter state) at `sb`
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 TEST_TOKEN = "test-token"
 
 SandboxFactory = Callable[..., RunningSandbox]
+UseSandbox = Callable[[RunningSandbox], RunningSandbox]
 
 
 def fast_config(**overrides: Any) -> SandboxConfig:
@@ -64,6 +67,19 @@ def sandbox_factory() -> Iterator[SandboxFactory]:
             return stack.enter_context(running_sandbox(chosen))
 
         yield start
+
+
+@pytest.fixture
+def use_sandbox(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> UseSandbox:
+    """Point lmbatch at a sandbox: its URL, its token, and a limiter state of the test's own."""
+
+    def point(sandbox: RunningSandbox) -> RunningSandbox:
+        monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
+        monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
+        monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+        return sandbox
+
+    return point
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ class World:
 @pytest.fixture
 def world(
     sandbox_factory: Callable[..., RunningSandbox],
-    monkeypatch: pytest.MonkeyPatch,
+    use_sandbox: Callable[[RunningSandbox], RunningSandbox],
     tmp_path: Path,
 ) -> Iterator[World]:
     """A sandbox at 10 requests per second and the example jobs pointed at it."""
@@ -77,9 +77,7 @@ def world(
     for name in (SMS_JOB, SIGNATURE_JOB):
         path = jobs / name
         path.write_text(path.read_text(encoding="utf-8") + SCALED, encoding="utf-8")
-    monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
-    monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
-    monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+    use_sandbox(sandbox)
     yield World(sandbox, clock, jobs)
 
 

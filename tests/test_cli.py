@@ -61,12 +61,12 @@ def addresses(n: int) -> list[str]:
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningSandbox]:
+def api(
+    use_sandbox: Callable[[RunningSandbox], RunningSandbox], tmp_path: Path
+) -> Iterator[RunningSandbox]:
     """A sandbox at the scaled rate with a recognisable token; the environment points at it."""
     with running_sandbox(SandboxConfig(token=TOKEN, rate_limit=10, rate_window=WINDOW)) as sb:
-        monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sb.base_url)
-        monkeypatch.setenv("LEGALLYMAIL_TOKEN", TOKEN)
-        monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+        use_sandbox(sb)
         yield sb
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -62,13 +62,13 @@ def people(n: int, *, prefix: str = "p") -> list[dict[str, str]]:
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningSandbox]:
+def api(
+    use_sandbox: Callable[[RunningSandbox], RunningSandbox], tmp_path: Path
+) -> Iterator[RunningSandbox]:
     """A real sandbox with the scaled window, and the environment pointing at it."""
     config = SandboxConfig(rate_limit=10, rate_window=WINDOW, delivered_after=0.5, read_after=1)
     with running_sandbox(config) as sandbox:
-        monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
-        monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
-        monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+        use_sandbox(sandbox)
         yield sandbox
 
 
@@ -177,12 +177,12 @@ def test_server_errors_before_commit_are_retried(api: RunningSandbox, tmp_path: 
     assert_exactly_once(api, ledger)
 
 
-def test_credits_running_out_stop_cleanly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_credits_running_out_stop_cleanly(
+    use_sandbox: Callable[[RunningSandbox], RunningSandbox], tmp_path: Path
+) -> None:
     config = SandboxConfig(rate_limit=10, rate_window=WINDOW, credits=5)
     with running_sandbox(config) as sandbox:
-        monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
-        monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
-        monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+        use_sandbox(sandbox)
         job = load_job(write_job(tmp_path, people(8)))
         with pytest.raises(errors.CreditsExhausted, match="5 e-mail credits"):
             run(job)

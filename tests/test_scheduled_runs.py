@@ -108,13 +108,13 @@ class Clerk(NullReporter):
 
 
 @pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[RunningSandbox]:
+def api(
+    use_sandbox: Callable[[RunningSandbox], RunningSandbox], tmp_path: Path
+) -> Iterator[RunningSandbox]:
     """A sandbox at the scaled rate, with the environment pointing at it."""
     config = SandboxConfig(rate_limit=10, rate_window=WINDOW)
     with running_sandbox(config) as sandbox:
-        monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
-        monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
-        monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+        use_sandbox(sandbox)
         yield sandbox
 
 

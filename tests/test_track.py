@@ -37,7 +37,7 @@ class World:
 @pytest.fixture
 def world(
     sandbox_factory: Callable[..., RunningSandbox],
-    monkeypatch: pytest.MonkeyPatch,
+    use_sandbox: Callable[[RunningSandbox], RunningSandbox],
     tmp_path: Path,
 ) -> Iterator[World]:
     """A sandbox at 10 requests per second whose statuses move only when the clock jumps."""
@@ -45,9 +45,7 @@ def world(
     sandbox = sandbox_factory(
         rate_limit=10, rate_window=1.0, delivered_after=DELIVERED, read_after=READ, clock=clock
     )
-    monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
-    monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
-    monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "state"))
+    use_sandbox(sandbox)
     yield World(sandbox, clock, tmp_path)
 
 
