@@ -36,7 +36,7 @@ from batch.reconcile import (
     reconcile_signature,
 )
 from batch.render import Scan, render_keys
-from batch.schedule import SendWindow
+from batch.window import SendWindow
 
 # error_details of a recipient an accepted send's answer did not name (status in_doubt).
 MISSING_FROM_ANSWER = "missing from the answer"
