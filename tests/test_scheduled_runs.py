@@ -19,8 +19,10 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from click.testing import CliRunner
 
 from batch import errors
+from batch.cli import main
 from batch.firings import firings
 from batch.jobfile import Job, load_job
 from batch.ledger import read_ledger
@@ -499,3 +501,18 @@ def test_a_campaign_cut_by_the_window_end_is_finished_by_the_next_firing(
     assert job.campaign == "rent-2027-01"  # still January's period
     assert (finished.exit_code, finished.counts) == (errors.EXIT_OK, {"sent": 12})
     assert accepted(api) == tenants(*range(12))
+
+
+def test_the_resume_hint_names_the_period(api: RunningSandbox, tmp_path: Path) -> None:
+    # Through the CLI, on the real clock: a window open only three days from now is closed.
+    day = (datetime.now(MADRID) + timedelta(days=3)).strftime("%a").lower()
+    path = write_job(tmp_path, 2, window=f'days: {day}, hours: "00:00-24:00"')
+    period = load_job(path).period
+    assert period is not None
+    label = period.label
+
+    result = CliRunner().invoke(main, ["run", str(path), "--exit-outside-window"])
+
+    assert result.exit_code == errors.EXIT_PENDING  # the period's work is left
+    assert f"resume with: lmbatch run {path} --period {label}" in result.stdout
+    assert accepted(api) == []
