@@ -21,10 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch.cronsnippets import Unattended, crontab_text, on_calendar, systemd_units
 from batch.errors import EXIT_LOCKED, InputError, JobFileError, LockHeld
 from batch.jobfile import ScheduleSpec, SendWindowSpec
 from batch.lock import CampaignLock
-from batch.cronsnippets import Unattended, crontab_text, on_calendar, systemd_units
 from batch.schedule import granularity, next_fire_times, resolve_period
 from batch.window import SendWindow
 
