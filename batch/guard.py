@@ -62,6 +62,8 @@ def check_base_url(url: str, *, from_environment: bool) -> str:
         raise ValueError(f"{source} {url!r} must start with https:// (or http:// on loopback)")
     if not host:
         raise ValueError(f"{source} {url!r} has no host")
+    if not host.isascii():
+        raise ValueError(f"{source} {url!r}: write the host in ASCII (its xn-- form)")
     if "@" in parts.netloc:
         raise ValueError(
             f"{source} {url!r} carries a user name or password; the API token is the only "

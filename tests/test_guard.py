@@ -93,6 +93,7 @@ def test_the_environment_may_choose_any_https_host_or_loopback(url: str, expecte
         ("https://legallymail.com /x", "spaces"),
         ("https://legallymail.com\n", None),  # stripped: fine
         ("https://legallymail.com?x=1", "query"),
+        ("https://münchen.example", "xn--"),
         ("https://legallymail.com#frag", "query or fragment"),
     ],
 )
