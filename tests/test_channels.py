@@ -186,7 +186,7 @@ def test_sms_campaign_runs_tracks_and_reports(world: World) -> None:
     exported = pl.read_csv(job.output_dir / "export.csv", infer_schema=False)
     row = exported.filter(pl.col("id") == "C-1001").row(0, named=True)
     assert row["lmbatch_status"] == "delivered"
-    assert row["lmbatch_address"] == "'+34653464097"  # formula-safe: "+" would be run
+    assert row["lmbatch_phone"] == "+34653464097"  # a phone is not a formula: kept as is
     assert row["lmbatch_tracking_id"] == first["tracking_id"]
 
 
@@ -321,7 +321,7 @@ def test_signature_campaign_runs_tracks_and_downloads(world: World) -> None:
     assert exported.height == 10  # the rows the job selects (plan = premium)
     row = exported.filter(pl.col("id") == "C-1003").row(0, named=True)
     assert row["lmbatch_status"] == "signed"
-    assert row["lmbatch_address"] == "carla.sanchez@example.com"
+    assert row["lmbatch_email"] == "carla.sanchez@example.com"
 
 
 def test_signature_in_doubt_is_found_in_the_listing_not_sent_again(world: World) -> None:
