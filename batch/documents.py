@@ -38,7 +38,7 @@ import multiprocessing.context
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,14 +87,14 @@ def _fetcher_class() -> type[Any]:
     base: type[Any] = weasyprint.urls.URLFetcher
 
     class FolderFetcher(base):  # type: ignore[misc]
-        """Serves `file:` URLs inside `root` and `data:` URLs; refuses everything else."""
+        """Serves `file:` URLs inside `roots` and `data:` URLs; refuses everything else."""
 
-        def __init__(self, root: Path) -> None:
+        def __init__(self, roots: tuple[Path, ...]) -> None:
             # fail_on_errors: a refused or missing resource stops the rendering instead of
             # leaving a blank where WeasyPrint would only log a warning.
             super().__init__(allowed_protocols=("data",), fail_on_errors=True)
-            self.root = root
-            self.loaded: dict[str, str] = {}  # path relative to root -> SHA-256
+            self.roots = roots
+            self.loaded: dict[str, str] = {}  # absolute path -> SHA-256
             self.refused: str | None = None
 
         def fetch(self, url: str, headers: Any = None) -> Any:
@@ -115,14 +115,14 @@ def _fetcher_class() -> type[Any]:
                 raise ValueError(f"{url!r} is not in the job's folder")
             path = Path(url2pathname(unquote(parts.path))).resolve()
             # resolve() follows `..` and symlinks, so a link leading out is caught too.
-            if not path.is_relative_to(self.root):
-                raise ValueError(f"{path} is outside the job's folder {self.root}")
+            if not any(path.is_relative_to(root) for root in self.roots):
+                shown = ", ".join(str(root) for root in self.roots)
+                raise ValueError(f"{path} is outside the job's folder ({shown})")
             try:
                 data = path.read_bytes()
             except OSError as err:
-                shown = path.relative_to(self.root)
-                raise ValueError(f"{shown}: {err.strerror or err}") from err
-            self.loaded[path.relative_to(self.root).as_posix()] = hashlib.sha256(data).hexdigest()
+                raise ValueError(f"{path}: {err.strerror or err}") from err
+            self.loaded[path.as_posix()] = hashlib.sha256(data).hexdigest()
             kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
             return weasyprint.urls.URLFetcherResponse(
                 path.as_uri(), body=data, headers={"Content-Type": kind}
@@ -134,11 +134,11 @@ def _fetcher_class() -> type[Any]:
 _fetcher_type: type[Any] | None = None
 
 
-def _new_fetcher(root: Path) -> Any:
+def _new_fetcher(roots: tuple[Path, ...]) -> Any:
     global _fetcher_type
     if _fetcher_type is None:
         _fetcher_type = _fetcher_class()
-    return _fetcher_type(root)
+    return _fetcher_type(roots)
 
 
 @dataclass(frozen=True)
@@ -150,15 +150,15 @@ class Rendered:
     resources: dict[str, str] = field(default_factory=dict)
 
 
-def render_pdf(html: str, *, base_dir: Path, root: Path | None = None) -> Rendered:
-    """Lay out `html` as a PDF; relative URLs resolve in `base_dir`, resources stay in `root`.
+def render_pdf(html: str, *, base_dir: Path, roots: Sequence[Path] = ()) -> Rendered:
+    """Lay out `html` as a PDF; relative URLs resolve in `base_dir`, resources stay in `roots`.
 
-    `root` (default `base_dir`) is the folder resources may come from. DocumentError names a
+    `roots` (default: `base_dir`) are the folders resources may come from. DocumentError names a
     refused or missing resource, or what WeasyPrint could not lay out.
     """
     weasyprint = _weasyprint()
     base = base_dir.resolve()
-    fetcher = _new_fetcher((root or base_dir).resolve())
+    fetcher = _new_fetcher(tuple(r.resolve() for r in roots) or (base,))
     try:
         document = weasyprint.HTML(
             string=html, base_url=base.as_uri() + "/", url_fetcher=fetcher
@@ -248,14 +248,17 @@ class Document:
 class DocumentRenderer:
     """Renders named templates with a row's variables to PDF, through a given environment.
 
-    `env` is the job's (sandboxed) HTML environment; `root` is the folder resources may come
+    `env` is the job's (sandboxed) HTML environment; `roots` are the folders resources may
+    come from: the job's folder and its template folders (`batch.jobfile.template_dirs`).
     from. Relative URLs in a template resolve next to the template file.
     """
 
-    def __init__(self, env: jinja2.Environment, *, root: Path) -> None:
+    def __init__(self, env: jinja2.Environment, *, roots: Sequence[Path]) -> None:
         self.env = env
-        self.root = root.resolve()
-        self._resource_hashes: dict[str, tuple[int, int, str]] = {}
+        if not roots:
+            raise ValueError("a DocumentRenderer needs at least one folder for resources")
+        self.roots = tuple(r.resolve() for r in roots)
+        self._resource_hashes: dict[Path, tuple[int, int, str]] = {}
 
     def html(self, template: str, variables: Mapping[str, Any]) -> tuple[str, Path]:
         """The template rendered to HTML, and the folder its relative URLs resolve in."""
@@ -271,15 +274,17 @@ class DocumentRenderer:
             raise DocumentError(f"{template}: missing value: {err.message}") from err
         except SecurityError as err:
             raise DocumentError(f"{template}: not allowed: {err}") from err
+        except jinja2.TemplateError as err:
+            raise DocumentError(f"{template}: {err}") from err
         except (ValueError, TypeError, ArithmeticError) as err:  # a filter refused a value
             raise DocumentError(f"{template}: {err}") from err
-        folder = Path(compiled.filename).parent if compiled.filename else self.root
+        folder = Path(compiled.filename).parent if compiled.filename else self.roots[0]
         return text, folder
 
     def render(self, template: str, variables: Mapping[str, Any]) -> Rendered:
         """The template rendered to PDF for one row; DocumentError on any problem."""
         text, folder = self.html(template, variables)
-        return render_pdf(text, base_dir=folder, root=self.root)
+        return render_pdf(text, base_dir=folder, roots=self.roots)
 
     def produce(
         self,
@@ -305,7 +310,7 @@ class DocumentRenderer:
             if problem:
                 raise DocumentError(problem)
             return Document(path.name, path, stored[0], stored[1], reused=True)
-        rendered = render_pdf(text, base_dir=folder, root=self.root)
+        rendered = render_pdf(text, base_dir=folder, roots=self.roots)
         problem = check_size(len(rendered.data), limit=limit, what=path.name) if limit else None
         if problem:
             raise DocumentError(problem)
@@ -332,8 +337,8 @@ class DocumentRenderer:
         resources = record.get("resources")
         if not isinstance(resources, dict):
             return None
-        for relative, sha in resources.items():
-            if self._resource_sha(str(relative)) != sha:
+        for resource, sha in resources.items():
+            if self._resource_sha(Path(resource)) != sha:
                 return None
         expected = str(record.get("sha256"))
         try:
@@ -343,18 +348,17 @@ class DocumentRenderer:
             return None
         return (actual, size) if actual == expected else None
 
-    def _resource_sha(self, relative: str) -> str | None:
+    def _resource_sha(self, path: Path) -> str | None:
         # Rows share their logo and stylesheet: hash each once per change of size or mtime.
-        path = self.root / relative
         try:
             stat = path.stat()
         except OSError:
             return None
-        hit = self._resource_hashes.get(relative)
+        hit = self._resource_hashes.get(path)
         if hit and hit[:2] == (stat.st_size, stat.st_mtime_ns):
             return hit[2]
         sha = sha256_file(path)
-        self._resource_hashes[relative] = (stat.st_size, stat.st_mtime_ns, sha)
+        self._resource_hashes[path] = (stat.st_size, stat.st_mtime_ns, sha)
         return sha
 
 

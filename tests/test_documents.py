@@ -81,7 +81,7 @@ def job(tmp_path: Path) -> Path:
 
 def renderer_for(folder: Path) -> DocumentRenderer:
     """A renderer over `folder`'s templates (module level: it pickles for the pool)."""
-    return DocumentRenderer(sandboxed(folder), root=folder)
+    return DocumentRenderer(sandboxed(folder), roots=[folder])
 
 
 def text_of(data: bytes) -> str:
@@ -125,7 +125,7 @@ def test_every_font_is_embedded(job: Path) -> None:
 
 
 def test_the_example_templates_render_with_the_row_in_them() -> None:
-    renderer = DocumentRenderer(sandboxed(REPO), root=REPO)
+    renderer = DocumentRenderer(sandboxed(REPO), roots=[REPO])
     row = ROW | {"email": "ana@example.com", "plan": "premium"}
     demand = text_of(renderer.render("letters/demand.html", row).data)
     contract = text_of(renderer.render("contracts/contract.html", row).data)
@@ -194,7 +194,8 @@ def test_no_creation_date_reaches_the_file_even_when_the_template_sets_one(job: 
 def test_an_image_inside_the_folder_loads(job: Path) -> None:
     write_template(job, "logo.html", '<img src="logo.png" style="width:2cm"><p>{{ name }}</p>')
     pdf = renderer_for(job).render("logo.html", ROW)
-    assert pdf.resources == {"templates/logo.png": hashlib.sha256(PNG).hexdigest()}
+    logo = (job / "templates" / "logo.png").resolve().as_posix()
+    assert pdf.resources == {logo: hashlib.sha256(PNG).hexdigest()}
     page: Any = pypdf.PdfReader(io.BytesIO(pdf.data)).pages[0]
     assert len(page.images) == 1
 
@@ -235,11 +236,12 @@ def test_a_symlink_leading_out_of_the_folder_is_refused(job: Path) -> None:
         renderer_for(job).render("link.html", {})
 
 
-def test_render_pdf_keeps_resources_in_root_while_urls_resolve_in_base_dir(job: Path) -> None:
+def test_render_pdf_keeps_resources_in_roots_while_urls_resolve_in_base_dir(job: Path) -> None:
     html = '<img src="logo.png"><p>x</p>'
-    assert render_pdf(html, base_dir=job / "templates", root=job).resources
+    assert render_pdf(html, base_dir=job / "templates").resources
+    assert render_pdf(html, base_dir=job / "templates", roots=[job / "a", job]).resources
     with pytest.raises(DocumentError, match="outside"):
-        render_pdf(html, base_dir=job / "templates", root=job / "elsewhere")
+        render_pdf(html, base_dir=job / "templates", roots=[job / "elsewhere"])
 
 
 @pytest.mark.parametrize(
