@@ -24,7 +24,9 @@ once like a body does:
 Rendered files are kept as `<output>/<campaign>/documents/<key>/<name>` (key made safe as for
 certificates), written atomically, with a hidden sidecar `.<name>.json` recording the SHA-256
 of the HTML it came from, of every resource it loaded and of the PDF: `DocumentRenderer.produce`
-returns the stored bytes when none of them changed, and renders again otherwise.
+returns the stored bytes when none of them changed, and renders again otherwise. A WeasyPrint
+or font upgrade alone does not render stored documents again: what `validate` produced is
+what `run` sends.
 `render_many` renders a list of rows in a process pool, a few rows per task, stoppable.
 """
 

@@ -17,6 +17,8 @@ from typing import Any
 
 import polars as pl
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from batch.certificates import certificate_file, safe_name
 from batch.documents import document_path
@@ -354,3 +356,46 @@ def test_a_certificate_path_leading_out_of_the_campaign_is_not_followed(tmp_path
 def test_an_unknown_time_zone_is_an_input_error(campaign: Campaign) -> None:
     with pytest.raises(InputError, match="Mars/Olympus"):
         campaign.build(tz="Mars/Olympus")
+
+
+# --- any keys and names -----------------------------------------------------------------------
+
+_KEYS = st.text(
+    st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"),
+    min_size=1,
+    max_size=12,
+)
+_NAMES = st.text(
+    st.characters(whitelist_categories=("L", "N", "Zs"), whitelist_characters="-_()ñé"),
+    min_size=1,
+    max_size=20,
+).map(lambda s: s.strip() or "x")
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(keys=st.lists(_KEYS, min_size=1, max_size=6, unique=True), name=_NAMES)
+def test_any_keys_and_names_give_a_verifiable_reproducible_bundle(
+    tmp_path_factory: pytest.TempPathFactory, keys: list[str], name: str
+) -> None:
+    c = Campaign(tmp_path_factory.mktemp("any"))
+    for key in keys:
+        digest = c.document(key, f"{name}.pdf", pdf(key))
+        c.row(
+            key,
+            "sent",
+            tracking_id=f"t-{len(c.rows)}",
+            documents=json.dumps({f"{name}.pdf": digest}),
+        )
+    first = c.build().read_bytes()
+    assert c.build().read_bytes() == first
+    with zipfile.ZipFile(io.BytesIO(first)) as archive:
+        sums = archive.read(f"{TOP}/SHA256SUMS").decode().splitlines()
+        listed = dict(reversed(line.split("  ", 1)) for line in sums)
+        names = {n.removeprefix(f"{TOP}/") for n in archive.namelist()} - {"SHA256SUMS"}
+        assert set(listed) == names
+        for arcname, digest in listed.items():
+            assert sha(archive.read(f"{TOP}/{arcname}")) == digest
+    rows = manifest_of(c.build())
+    shown = {("'" + k if k.startswith(("=", "+", "-", "@", "\t", "\r")) else k): k for k in keys}
+    assert sorted(r["key"] for r in rows) == sorted(shown)
+    assert all(r["document_1_sha256"] == sha(pdf(shown[r["key"]])) for r in rows)
