@@ -73,7 +73,8 @@ def parse_csv(
     names = [n.strip() for n in head.records[0][1]]
     problems = records.header_problems(names, pre.line, delimiter)
     first = pre.line + records.breaks(text[pre.offset : header_end])
-    fast = _fast(decoded, delimiter, first, len(names))
+    fast = _exact("", delimiter, first, len(names)) if header_end >= len(text) else None
+    fast = fast or _fast(decoded, delimiter, first, len(names))
     if fast is None:
         frame, more = _exact(text[header_end:], delimiter, first, len(names))
     else:
@@ -85,10 +86,16 @@ def parse_csv(
     if problems:
         hint = "check the delimiter (dataset.delimiter) and quoting on those lines"
         one_column = next((p for p in problems if "the header is one column" in p.message), None)
+        wider = [p.row for p in problems if p.message.startswith("expected 1 fields")]
         if one_column:
             guess = next(c for c in records.CANDIDATES if c != delimiter and c in names[0])
-            hint = f"set dataset.delimiter: {'tab' if guess == chr(9) else repr(guess)} (or auto)"
-            hint = hint.replace("tab", '"\\t"')
+            shown_guess = '"\\t"' if guess == "\t" else repr(guess)
+            hint = f"set dataset.delimiter: {shown_guess} (or auto)"
+        elif len(names) == 1 and wider:
+            hint = (
+                f"line {pre.line} looks like a title above the header: set dataset.header_row "
+                f"to the line holding the column names (line {wider[0]}?)"
+            )
         raise DatasetProblems(shown, problems, hint=hint)
     return frame, notes
 
