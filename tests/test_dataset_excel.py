@@ -15,6 +15,7 @@ import pytest
 import xlsxwriter
 
 from batch.dataset import DatasetProblems, load_dataset, read_dataset
+from batch.dataset.excel import _calamine
 from batch.dataset.sheetxml import show_number
 from batch.errors import DatasetError
 from batch.jobfile import Job, load_job
@@ -289,3 +290,16 @@ def test_ods_values(job_dir: Path) -> None:
     assert frame["total"].to_list() == ["1234.5", "7"]
     assert frame["__row__"].to_list() == [4, 5]
     assert dataset.notes == ["sheet 'Clientes' (the first visible sheet)"]
+
+
+def test_legacy_formats_through_calamine_clean_dates_times_and_booleans(tmp_path: Path) -> None:
+    # .xls/.xlsb cannot be written here; calamine reads the xlsx the same way it reads them.
+    clientes(tmp_path / "d.xlsx", hidden_first=True)
+    sheet, info = _calamine(tmp_path / "d.xlsx", "d.xlsx", None)
+    assert info.name == "Clientes"  # the first visible sheet
+    assert [sheet.rows[2][i] for i in (2, 3, 4, 5)] == [
+        "2026-11-02",
+        "09:30",
+        "2026-11-02 09:30",
+        "TRUE",
+    ]

@@ -27,6 +27,7 @@ from batch.errors import DatasetError
 from batch.jobfile import DatasetSpec
 
 _QUOTED = r'"(?:[^"]|"")*"'
+_WINDOW = 1 << 16  # where the header and the delimiter are looked for
 
 
 def read_csv(path: Path, shown: str, spec: DatasetSpec) -> tuple[pl.DataFrame, list[str]]:
@@ -48,8 +49,11 @@ def parse_csv(
             f"{shown}: no header line at or after line {spec.header_row}",
             hint="check dataset.header_row in the job file",
         )
-    delimiter, notes = _delimiter(text[pre.offset :], spec, pre.sep, suffix, decoded)
-    head = records.scan(text[pre.offset :], delimiter, pre.line, limit=1)
+    window = text[pre.offset : pre.offset + _WINDOW]  # never copy the whole text
+    delimiter, notes = _delimiter(window, spec, pre.sep, suffix, decoded)
+    head = records.scan(window, delimiter, pre.line, limit=1)
+    if head.end >= len(window) and len(window) == _WINDOW:
+        head = records.scan(text[pre.offset :], delimiter, pre.line, limit=1)
     if head.problems:
         raise DatasetProblems(
             shown,
@@ -193,9 +197,7 @@ def _fast(
     if frame.height != found.height or frame.width != width:
         return None  # polars and the scan disagree about records: trust only the exact path
     return (
-        frame.with_columns(found["n"].cast(pl.Int64).alias("__row__"))
-        .filter(~found["blank"])
-        .with_columns(pl.exclude("__row__").fill_null("")),
+        frame.with_columns(found["n"].cast(pl.Int64).alias("__row__")).filter(~found["blank"]),
         [],
     )
 

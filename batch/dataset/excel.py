@@ -8,11 +8,13 @@ message names the real sheet row, also when the sheet starts with empty rows.
 .xlsx/.xlsm and .ods are read from their XML (`sheetxml`) so number formats, booleans, error
 cells and formulas without a saved value are seen; error cells and such formulas are refused
 all at once with their sheet row and column. Legacy .xls/.xlsb go through calamine, which
-cannot tell those apart: their cells are calamine's text.
+cannot see number formats, error cells or missing saved values: their cells are calamine's
+text with dates, times and booleans cleaned up (`2026-11-02`, `09:30`, `TRUE`).
 """
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 
@@ -24,6 +26,8 @@ from batch.dataset.problems import DatasetProblems, Problem
 from batch.dataset.sheetxml import FORMULA_HINT, Sheet, SheetInfo, Xlsx, letter, read_ods
 from batch.errors import DatasetError
 from batch.jobfile import DatasetSpec
+
+_STAMP = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})(:\d{2})(?:\.0+)?")
 
 
 def read_excel(path: Path, shown: str, spec: DatasetSpec) -> tuple[pl.DataFrame, list[str]]:
@@ -80,10 +84,24 @@ def _calamine(path: Path, shown: str, wanted: str | None) -> tuple[Sheet, SheetI
         raise DatasetError(f"{shown}: cannot read: {reason}") from err
     sheet = Sheet(info.name)
     for number, values in enumerate(frame.iter_rows(), start=1):
-        cells = {i: v for i, v in enumerate(values) if v not in (None, "")}
+        cells = {i: _legacy(v) for i, v in enumerate(values) if v not in (None, "")}
         if cells:
             sheet.rows[number] = cells
     return sheet, info
+
+
+def _legacy(text: str) -> str:
+    """calamine's text for dates, times and booleans, as the sheet shows them (best effort)."""
+    if text in {"true", "false"}:
+        return text.upper()
+    stamp = _STAMP.fullmatch(text)
+    if stamp is None:
+        return text
+    day, clock, seconds = stamp.groups()
+    clock = clock if seconds == ":00" else clock + seconds
+    if day == "1899-12-31":
+        return clock
+    return day if clock == "00:00" else f"{day} {clock}"
 
 
 def _frame(sheet: Sheet, shown: str, header_row: int) -> pl.DataFrame:
