@@ -80,7 +80,7 @@ def test_wrong_encoding_names_the_line(job_dir: Path) -> None:
 def test_malformed_lines_are_errors_naming_the_line(
     job_dir: Path, content: bytes, expected: str
 ) -> None:
-    with pytest.raises(DatasetError, match="malformed") as info:
+    with pytest.raises(DatasetError, match=r"expected \d+ fields, found \d+") as info:
         read_dataset(csv_job(job_dir, content))
     assert expected in str(info.value)
 

@@ -307,3 +307,16 @@ def test_reader_agrees_with_python_csv(text: str) -> None:
     assert frame["__row__"].to_list() == [line for line, _ in rows]
     got = [list(r) for r in frame.drop("__row__").iter_rows()]
     assert got == [[f[i] for i in named] for _, f in rows]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t", "|"])
+def test_every_candidate_delimiter_reads_quoted_fields(job_dir: Path, delimiter: str) -> None:
+    d = delimiter
+    content = f'id{d}note\r\nC-1{d}"a{d}b"\r\n{d}\r\nC-2{d}"say ""hi"""\r\nC-3{d}x{d}y\r\n'
+    yaml_delimiter = '"\\t"' if d == "\t" else f"'{d}'"
+    with pytest.raises(DatasetProblems, match=r"d.csv:5: expected 2 fields, found 3"):
+        read_dataset(csv_job(job_dir, content.encode(), f", delimiter: {yaml_delimiter}"))
+    fixed = content.replace(f"x{d}y", "x")
+    frame = read_dataset(csv_job(job_dir, fixed.encode(), f", delimiter: {yaml_delimiter}"))
+    assert frame["note"].to_list() == [f"a{d}b", 'say "hi"', "x"]
+    assert frame["__row__"].to_list() == [2, 4, 5]

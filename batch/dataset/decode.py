@@ -66,14 +66,16 @@ def decode(raw: bytes, encoding: str, shown: str) -> Decoded:
             hint="set dataset.encoding: utf-16-le (Excel's 'Unicode Text' writes it with a BOM)",
         )
     text = _strict(raw, codec, shown, encoding)
-    if codec != "utf-8" and not text.isascii() and not _is_utf8_codec(codec):
+    if _single_byte(codec) and not text.isascii():
         _check_not_utf8(raw, text, shown, encoding)
     _check_plausible(text, shown, encoding)
     return Decoded(text, codec, None, raw if codec == "utf-8" else None)
 
 
-def _is_utf8_codec(codec: str) -> bool:
-    return codecs.lookup(codec).name == "utf-8"
+def _single_byte(codec: str) -> bool:
+    """cp1252, latin-1, iso8859-15 … : every byte is a character, so nothing fails to decode."""
+    name = codecs.lookup(codec).name
+    return not name.startswith(("utf", "shift", "euc", "gb", "big5", "iso2022", "cp9", "hz"))
 
 
 def _looks_utf16(raw: bytes) -> bool:
