@@ -40,6 +40,11 @@ def parse_csv(
     decoded: Decoded, shown: str, spec: DatasetSpec, suffix: str = ".csv"
 ) -> tuple[pl.DataFrame, list[str]]:
     """`read_csv` on text already decoded."""
+    # A CR-only file (old Mac) has no LF anywhere: read it as LF and put the CRs back in the
+    # cells, which keeps the fast path and every value and line number exact.
+    cr_only = "\r" in decoded.text and "\n" not in decoded.text
+    if cr_only:
+        decoded = Decoded(decoded.text.replace("\r", "\n"), decoded.codec, decoded.bom, None)
     text = decoded.text
     if not text or text.isspace():  # isspace() stops at the first character that is not
         raise DatasetError(f"{shown}: the file is empty")
@@ -77,12 +82,8 @@ def parse_csv(
     names = [n.strip() for n in head.records[0][1]]
     problems = records.header_problems(names, pre.line, delimiter)
     first = pre.line + records.breaks(text[pre.offset : header_end])
-    fast = _exact("", delimiter, first, len(names)) if header_end >= len(text) else None
-    fast = fast or _fast(decoded, delimiter, first, len(names))
-    if fast is None:
-        frame, more = _exact(text[header_end:], delimiter, first, len(names))
-    else:
-        frame, more = fast
+    fast = _fast(decoded, delimiter, first, len(names)) if header_end < len(text) else None
+    frame, more = fast or _exact(text[header_end:], delimiter, first, len(names))
     problems += more
     if not problems:
         frame, unnamed = _named(frame, names)
@@ -101,6 +102,8 @@ def parse_csv(
                 f"to the line holding the column names (line {wider[0]}?)"
             )
         raise DatasetProblems(shown, problems, hint=hint)
+    if cr_only:
+        frame = frame.with_columns(pl.col(pl.String).str.replace_all("\n", "\r", literal=True))
     return frame, notes
 
 
