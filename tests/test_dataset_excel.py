@@ -303,3 +303,24 @@ def test_legacy_formats_through_calamine_clean_dates_times_and_booleans(tmp_path
         "2026-11-02 09:30",
         "TRUE",
     ]
+
+
+def test_decimal_comma_shows_sheet_numbers_as_a_spanish_sheet_does(job_dir: Path) -> None:
+    clientes(job_dir / "d.xlsx")
+    where = "where: 'CAST(importe AS DOUBLE) > 100'"
+    frame = read_dataset(make_job(job_dir, f"{{path: d.xlsx, key: id, decimal: ',', {where}}}"))
+    assert frame["importe"].to_list() == ["1234,5"]  # one convention for the whole dataset
+    assert frame["cp"].to_list() == ["08001"]
+    assert frame["vence"].to_list() == ["2026-11-02"]
+
+
+def test_decimal_comma_in_ods(job_dir: Path) -> None:
+    tables = _ODS_TABLES.replace(
+        'table:formula="of:=1/[.A1]" office:value-type="float" office:value="" '
+        'calcext:value-type="error"><text:p>#DIV/0!',
+        'office:value-type="percentage" office:value="0.125" calcext:value-type="percentage">'
+        "<text:p>12,50 %",
+    )
+    _ods(job_dir / "d.ods", tables)
+    frame = read_dataset(make_job(job_dir, "{path: d.ods, key: id, decimal: ','}"))
+    assert frame["total"].to_list() == ["1234,5", "12,5%"]

@@ -27,6 +27,7 @@ from batch.dataset.sheetxml import FORMULA_HINT, Sheet, SheetInfo, Xlsx, letter,
 from batch.errors import DatasetError
 from batch.jobfile import DatasetSpec
 
+_FLOAT = re.compile(r"-?\d+\.\d+")
 _STAMP = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})(:\d{2})(?:\.0+)?")
 
 
@@ -36,16 +37,16 @@ def read_excel(path: Path, shown: str, spec: DatasetSpec) -> tuple[pl.DataFrame,
     try:
         if suffix in {".xlsx", ".xlsm"}:
             with zipfile.ZipFile(path) as archive:
-                book = Xlsx(archive)
+                book = Xlsx(archive, spec.decimal)
                 info = _choose(book.sheets, spec.sheet, shown)
                 sheet = book.read(info)
         elif suffix == ".ods":
             with path.open("rb") as source:
-                infos, sheets = read_ods(source)
+                infos, sheets = read_ods(source, spec.decimal)
             info = _choose(infos, spec.sheet, shown)
             sheet = sheets[info.name]
         else:
-            sheet, info = _calamine(path, shown, spec.sheet)
+            sheet, info = _calamine(path, shown, spec.sheet, spec.decimal)
     except (zipfile.BadZipFile, KeyError) as err:
         raise DatasetError(f"{shown}: not a readable {suffix} file ({err})") from err
     notes = [] if spec.sheet else [f"sheet {info.name!r} (the first visible sheet)"]
@@ -68,7 +69,9 @@ def _choose(sheets: list[SheetInfo], wanted: str | None, shown: str) -> SheetInf
     return visible[0]
 
 
-def _calamine(path: Path, shown: str, wanted: str | None) -> tuple[Sheet, SheetInfo]:
+def _calamine(
+    path: Path, shown: str, wanted: str | None, decimal: str = "."
+) -> tuple[Sheet, SheetInfo]:
     try:
         reader = fastexcel.read_excel(path)
         infos = []
@@ -84,16 +87,18 @@ def _calamine(path: Path, shown: str, wanted: str | None) -> tuple[Sheet, SheetI
         raise DatasetError(f"{shown}: cannot read: {reason}") from err
     sheet = Sheet(info.name)
     for number, values in enumerate(frame.iter_rows(), start=1):
-        cells = {i: _legacy(v) for i, v in enumerate(values) if v not in (None, "")}
+        cells = {i: _legacy(v, decimal) for i, v in enumerate(values) if v not in (None, "")}
         if cells:
             sheet.rows[number] = cells
     return sheet, info
 
 
-def _legacy(text: str) -> str:
-    """calamine's text for dates, times and booleans, as the sheet shows them (best effort)."""
+def _legacy(text: str, decimal: str) -> str:
+    """calamine's text for dates, times, booleans and numbers as the sheet shows (best effort)."""
     if text in {"true", "false"}:
         return text.upper()
+    if decimal == "," and _FLOAT.fullmatch(text):
+        return text.replace(".", ",")
     stamp = _STAMP.fullmatch(text)
     if stamp is None:
         return text

@@ -6,7 +6,8 @@ and a time `1899-12-31 09:30:00`. Reading the XML (the standard library is enoug
 
 - dates as `2026-11-02`, times as `09:30` (`09:30:15` when the format shows seconds),
   date-times as `2026-11-02 09:30`; zero-padded formats keep their zeros; `0.00` keeps its
-  decimals; `0%` shows `15%`; other numbers in their shortest form (`1234.5`, `12`);
+  decimals; `0%` shows `15%`; other numbers in their shortest form (`1234.5`, `12`), with
+  the dataset's decimal separator (`1234,5` under `decimal: ","`, as a Spanish sheet shows);
 - booleans as `TRUE`/`FALSE`, as a CSV exported from the sheet would say;
 - error cells (`#N/A`, `#DIV/0!`, …) and formulas without a saved value as `CellProblem`s.
 
@@ -91,8 +92,8 @@ def _attr(element: ET.Element, name: str) -> str | None:
 class Xlsx:
     """An open .xlsx/.xlsm: its sheets, shared strings and number formats."""
 
-    def __init__(self, archive: zipfile.ZipFile) -> None:
-        self.zip = archive
+    def __init__(self, archive: zipfile.ZipFile, decimal: str = ".") -> None:
+        self.zip, self.decimal = archive, decimal
         book = ET.fromstring(archive.read("xl/workbook.xml"))
         rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
         targets = {r.get("Id"): r.get("Target", "") for r in rels}
@@ -192,7 +193,7 @@ class Xlsx:
             return value.removesuffix("T00:00:00").replace("T", " ")
         style = int(cell.get("s", "0"))
         code = self.formats[style] if style < len(self.formats) else "General"
-        return show_number(float(value), code, self.date1904)
+        return show_number(float(value), code, self.date1904, self.decimal)
 
 
 def _builtin(number: int) -> str:
@@ -222,8 +223,11 @@ def _rich_text(element: ET.Element) -> str:
     return "".join(parts)
 
 
-def show_number(value: float, code: str, date1904: bool = False) -> str:
-    """A number cell as its format shows it (ISO for dates and times, see the docstring)."""
+def show_number(value: float, code: str, date1904: bool = False, decimal: str = ".") -> str:
+    """A number cell as its format shows it (ISO for dates and times, see the docstring).
+
+    Numbers use the dataset's decimal separator, as a sheet in that locale shows them.
+    """
     section = code.split(";", 1)[0]
     bare = re.sub(r'"[^"]*"|\\.|\[(?!h\]|m\]|s\])[^\]]*\]|_.|\*.', "", section).lower()
     has_date = any(ch in bare for ch in "yd") or ("m" in bare and not any(c in bare for c in "hs"))
@@ -238,19 +242,19 @@ def show_number(value: float, code: str, date1904: bool = False) -> str:
     fixed = re.fullmatch(r"0\.(0+)(%?)", plain)
     if fixed:
         scaled = value * 100 if fixed.group(2) else value
-        return f"{scaled:.{len(fixed.group(1))}f}{fixed.group(2)}"
+        return f"{scaled:.{len(fixed.group(1))}f}{fixed.group(2)}".replace(".", decimal)
     if plain == "0%":
         return f"{value * 100:.0f}%"
     if plain == "0":
         return f"{value:.0f}"
-    return general(value)
+    return general(value, decimal)
 
 
-def general(value: float) -> str:
+def general(value: float, decimal: str = ".") -> str:
     """The shortest text for a number as Excel's General format shows it (15 digits)."""
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
-    return repr(float(f"{value:.15g}"))
+    return repr(float(f"{value:.15g}")).replace(".", decimal)
 
 
 def _date_time(value: float, has_date: bool, has_time: bool, seconds: bool, d1904: bool) -> str:
@@ -280,7 +284,7 @@ def _q(prefix: str, name: str) -> str:
     return f"{{{_NS[prefix]}}}{name}"
 
 
-def read_ods(source: IO[bytes]) -> tuple[list[SheetInfo], dict[str, Sheet]]:
+def read_ods(source: IO[bytes], decimal: str = ".") -> tuple[list[SheetInfo], dict[str, Sheet]]:
     """Every table of an .ods with its visibility, read as the sheet shows it."""
     with zipfile.ZipFile(source) as archive:
         root = ET.fromstring(archive.read("content.xml"))
@@ -294,11 +298,11 @@ def read_ods(source: IO[bytes]) -> tuple[list[SheetInfo], dict[str, Sheet]]:
     for table in root.iter(_q("table", "table")):
         name = table.get(_q("table", "name"), "")
         infos.append(SheetInfo(name, table.get(_q("table", "style-name")) not in hidden, ""))
-        sheets[name] = _ods_table(table, name)
+        sheets[name] = _ods_table(table, name, decimal)
     return infos, sheets
 
 
-def _ods_table(table: ET.Element, name: str) -> Sheet:
+def _ods_table(table: ET.Element, name: str, decimal: str) -> Sheet:
     sheet = Sheet(name)
     row_number = 0
     for row in table.iter(_q("table", "table-row")):
@@ -309,7 +313,7 @@ def _ods_table(table: ET.Element, name: str) -> Sheet:
             if _local(cell.tag) not in {"table-cell", "covered-table-cell"}:
                 continue
             span = int(cell.get(_q("table", "number-columns-repeated"), "1"))
-            text = _ods_cell(cell, sheet, row_number + 1, column)
+            text = _ods_cell(cell, sheet, row_number + 1, column, decimal)
             if text:
                 for offset in range(span):
                     cells[column + offset] = text
@@ -321,7 +325,7 @@ def _ods_table(table: ET.Element, name: str) -> Sheet:
     return sheet
 
 
-def _ods_cell(cell: ET.Element, sheet: Sheet, row: int, column: int) -> str:
+def _ods_cell(cell: ET.Element, sheet: Sheet, row: int, column: int, decimal: str) -> str:
     kind = cell.get(_q("office", "value-type"))
     calc = next(
         (v for k, v in cell.attrib.items() if _local(k) == "value-type" and "calcext" in k), None
@@ -340,13 +344,9 @@ def _ods_cell(cell: ET.Element, sheet: Sheet, row: int, column: int) -> str:
         value = float(cell.get(_q("office", "value"), "0"))
         if re.fullmatch(r"0\d+", shown) and int(shown) == value:
             return shown  # a zero-padded format: keep what the sheet shows
-        return general(value)
+        return general(value, decimal)
     if kind == "percentage":
-        return (
-            shown
-            if shown.endswith("%")
-            else general(float(cell.get(_q("office", "value"), "0")) * 100) + "%"
-        )
+        return general(float(cell.get(_q("office", "value"), "0")) * 100, decimal) + "%"
     if kind == "date":
         raw = cell.get(_q("office", "date-value"), "")
         if "T" not in raw:
