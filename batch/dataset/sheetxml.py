@@ -20,6 +20,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import IO
 from xml.etree import ElementTree as ET
 
@@ -35,7 +36,6 @@ _BUILTIN_TIME = {
     47: "mm:ss.0",
 }
 _BUILTIN = {1: "0", 2: "0.00", 9: "0%", 10: "0.00%", 49: "@"}
-_CELL = re.compile(r"([A-Z]+)(\d+)")
 _ODS_TIME = re.compile(r"PT(\d+)H(\d+)M(\d+(?:\.\d+)?)S")
 FORMULA_HINT = "open the file in Excel or LibreOffice and save it again"
 
@@ -139,18 +139,20 @@ class Xlsx:
         """Every non-empty cell of the sheet as the sheet shows it."""
         sheet = Sheet(info.name)
         row_number = 0
+        row_tag = ""
         with self.zip.open(info.target) as part:
             for _, element in ET.iterparse(part):
-                if _local(element.tag) != "row":
-                    continue
+                tag = element.tag
+                if tag != row_tag:
+                    if _local(tag) != "row":
+                        continue
+                    row_tag = tag  # the namespace is the writer's: learn it once
                 row_number = int(element.get("r") or row_number + 1)
                 cells: dict[int, str] = {}
                 column = -1
                 for cell in element:
-                    if _local(cell.tag) != "c":
-                        continue
-                    ref = _CELL.match(cell.get("r", ""))
-                    column = _column(ref.group(1)) if ref else column + 1
+                    ref = cell.get("r")
+                    column = _column(ref) if ref else column + 1
                     text = self._cell(cell, sheet, row_number, column)
                     if text:
                         cells[column] = text
@@ -164,7 +166,7 @@ class Xlsx:
         value = formula = None
         inline = ""
         for child in cell:
-            name = _local(child.tag)
+            name = child.tag[-1] if child.tag[-2] == "}" else _local(child.tag)
             if name == "v":
                 value = child.text or ""
             elif name == "f":
@@ -204,9 +206,13 @@ def _builtin(number: int) -> str:
     return _BUILTIN.get(number, "General")
 
 
-def _column(letters: str) -> int:
+@lru_cache(maxsize=4096)
+def _column(ref: str) -> int:
+    """The 0-based column of a cell reference like `AB12`."""
     number = 0
-    for ch in letters:
+    for ch in ref:
+        if ch.isdigit():
+            break
         number = number * 26 + ord(ch) - 64
     return number - 1
 
@@ -228,26 +234,39 @@ def show_number(value: float, code: str, date1904: bool = False, decimal: str = 
 
     Numbers use the dataset's decimal separator, as a sheet in that locale shows them.
     """
+    shape, size = _shape(code)
+    base = shape.removesuffix("+s")
+    if base in {"date", "time", "datetime"}:
+        return _date_time(value, base != "time", base != "date", shape != base, date1904)
+    if shape == "padded":
+        digits = f"{round(abs(value)):0{size}d}"
+        return digits if value >= 0 else "-" + digits
+    if shape == "fixed":
+        return f"{value:.{size}f}".replace(".", decimal)
+    if shape == "percent":
+        return f"{value * 100:.{size}f}%".replace(".", decimal)
+    return general(value, decimal)
+
+
+@lru_cache(maxsize=256)
+def _shape(code: str) -> tuple[str, int]:
+    """What a format code does to a number: ("date"|"time"|"datetime"[+s], 0), ("padded",
+    width), ("fixed", decimals), ("percent", decimals) or ("general", 0)."""
     section = code.split(";", 1)[0]
     bare = re.sub(r'"[^"]*"|\\.|\[(?!h\]|m\]|s\])[^\]]*\]|_.|\*.', "", section).lower()
     has_date = any(ch in bare for ch in "yd") or ("m" in bare and not any(c in bare for c in "hs"))
     has_time = any(ch in bare for ch in "hs")
     if has_date or has_time:
-        return _date_time(value, has_date, has_time, "s" in bare, date1904)
+        shape = "datetime" if has_date and has_time else "date" if has_date else "time"
+        return shape + ("+s" if "s" in bare else ""), 0
     plain = bare.strip()
     if re.fullmatch(r"0+", plain):
-        return (
-            f"{round(value):0{len(plain)}d}" if value >= 0 else f"-{round(-value):0{len(plain)}d}"
-        )
-    fixed = re.fullmatch(r"0\.(0+)(%?)", plain)
+        return "padded", len(plain)
+    fixed = re.fullmatch(r"0(?:\.(0+))?(%?)", plain)
     if fixed:
-        scaled = value * 100 if fixed.group(2) else value
-        return f"{scaled:.{len(fixed.group(1))}f}{fixed.group(2)}".replace(".", decimal)
-    if plain == "0%":
-        return f"{value * 100:.0f}%"
-    if plain == "0":
-        return f"{value:.0f}"
-    return general(value, decimal)
+        decimals = len(fixed.group(1) or "")
+        return ("percent" if fixed.group(2) else "fixed"), decimals
+    return "general", 0
 
 
 def general(value: float, decimal: str = ".") -> str:
