@@ -320,3 +320,35 @@ def test_every_candidate_delimiter_reads_quoted_fields(job_dir: Path, delimiter:
     frame = read_dataset(csv_job(job_dir, fixed.encode(), f", delimiter: {yaml_delimiter}"))
     assert frame["note"].to_list() == [f"a{d}b", 'say "hi"', "x"]
     assert frame["__row__"].to_list() == [2, 4, 5]
+
+
+@pytest.mark.parametrize(
+    ("bom", "codec"),
+    [(b"\xef\xbb\xbf", "utf-8"), (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be")],
+)
+def test_byte_order_marks_decide_the_encoding(job_dir: Path, bom: bytes, codec: str) -> None:
+    content = bom + "id,name\r\nC-1,Zoë\r\n".encode(codec)
+    frame = read_dataset(csv_job(job_dir, content, ", encoding: cp1252"))
+    assert frame.columns[:2] == ["id", "name"]
+    assert frame["name"].to_list() == ["Zoë"]
+
+
+@pytest.mark.parametrize(
+    ("content", "picked"),
+    [
+        (b'id,city,note\nC-1,"Madrid, ES",a;b\nC-2,Sevilla,c\n', "','"),
+        (b"id\tnote\nC-1\ta, b; c\nC-2\tx\n", "tab"),
+        (b"id|note\nC-1|a,b\n", "'|'"),
+    ],
+)
+def test_delimiter_auto_ignores_delimiters_inside_cells(
+    job_dir: Path, content: bytes, picked: str
+) -> None:
+    dataset = load_dataset(csv_job(job_dir, content, ", delimiter: auto"))
+    assert dataset.notes == [f"delimiter: auto picked {picked}"]
+    assert dataset.frame["id"].to_list()[0] == "C-1"
+
+
+def test_header_row_past_the_end(job_dir: Path) -> None:
+    with pytest.raises(DatasetError, match=r"d.csv: no header line at or after line 9"):
+        read_dataset(csv_job(job_dir, b"id\nC-1\n", ", header_row: 9"))

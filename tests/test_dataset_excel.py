@@ -324,3 +324,32 @@ def test_decimal_comma_in_ods(job_dir: Path) -> None:
     _ods(job_dir / "d.ods", tables)
     frame = read_dataset(make_job(job_dir, "{path: d.ods, key: id, decimal: ','}"))
     assert frame["total"].to_list() == ["1234,5", "12,5%"]
+
+
+def test_1904_date_system() -> None:
+    assert show_number(45000 - 1462, "dd/mm/yyyy", date1904=True) == "2023-03-15"
+    assert show_number(45000, "dd/mm/yyyy") == "2023-03-15"
+
+
+def test_inline_strings_formula_strings_and_cells_without_references(job_dir: Path) -> None:
+    # Written by tools that skip shared strings and cell references (allowed by the standard).
+    book = xlsxwriter.Workbook(str(job_dir / "d.xlsx"))
+    book.add_worksheet("S").write_row(0, 0, ["placeholder"])
+    book.close()
+    rows = (
+        '<row r="1"><c t="inlineStr"><is><t>id</t></is></c>'
+        '<c t="inlineStr"><is><r><t>na</t></r><r><t>me</t></r></is></c></row>'
+        '<row r="2"><c t="inlineStr"><is><t xml:space="preserve">C-1 </t></is></c>'
+        '<c t="str"><f>"An"&amp;"n"</f><v>Ann</v></c></row>'
+    )
+    with zipfile.ZipFile(job_dir / "d.xlsx") as source:
+        parts = {name: source.read(name) for name in source.namelist()}
+    sheet = parts["xl/worksheets/sheet1.xml"].decode()
+    sheet = re.sub(r"<sheetData>.*</sheetData>", f"<sheetData>{rows}</sheetData>", sheet)
+    parts["xl/worksheets/sheet1.xml"] = sheet.encode()
+    with zipfile.ZipFile(job_dir / "d.xlsx", "w") as target:
+        for name, data in parts.items():
+            target.writestr(name, data)
+    frame = read_dataset(make_job(job_dir, "{path: d.xlsx, key: id}"))
+    assert frame["id"].to_list() == ["C-1 "]
+    assert frame["name"].to_list() == ["Ann"]
