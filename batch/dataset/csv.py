@@ -118,8 +118,11 @@ def _delimiter(
         return picked, [f"delimiter: auto picked {records.name(picked)}"]
     if configured == "\\t":
         configured = "\t"
-    if len(configured) != 1:
-        raise DatasetError(f"dataset.delimiter must be one character or 'auto', not {configured!r}")
+    if len(configured) != 1 or configured in '"\r\n':
+        raise DatasetError(
+            f"dataset.delimiter must be one character (not a quote or a line end) or 'auto', "
+            f"not {configured!r}"
+        )
     if configured == "," and suffix == ".tsv":
         return "\t", []
     first_line = text.split("\n", 1)[0]
@@ -206,13 +209,10 @@ def _fast(
 
 
 def _escape(delimiter: str) -> str:
-    return (
-        "\\t"
-        if delimiter == "\t"
-        else "\\" + delimiter
-        if delimiter in "|.^$*+?()[]{}\\"
-        else delimiter
-    )
+    """The delimiter as a literal inside a polars (Rust) regex."""
+    if delimiter == "\t":
+        return "\\t"
+    return "\\" + delimiter if delimiter in "|.^$*+?()[]{}\\#&-~" else delimiter
 
 
 def _exact(body: str, delimiter: str, first: int, width: int) -> tuple[pl.DataFrame, list[Problem]]:

@@ -56,18 +56,16 @@ def scan(text: str, delimiter: str, first_line: int = 1, limit: int | None = Non
     out = Scan()
     pos, line, n = 0, first_line, len(text)
     while pos < n and (limit is None or len(out.records) < limit):
-        start = line
-        fields: list[str] | None = []
+        start, fields, broken = line, [], False
         while True:
-            assert fields is not None
             if text.startswith('"', pos):
                 match = quoted.match(text, pos)
                 if match is None:
                     out.problems.append(
                         Problem(line, "a quote opened on this line is never closed")
                     )
-                    pos, line = _next_line(text, pos, line)
-                    fields = None
+                    pos, line = _next_line(text, pos, line)  # read on after that line
+                    broken = True
                     break
                 body = match.group(1)
                 line += breaks(body)
@@ -75,7 +73,7 @@ def scan(text: str, delimiter: str, first_line: int = 1, limit: int | None = Non
                 if pos < n and text[pos] not in (delimiter, "\r", "\n"):
                     out.problems.append(Problem(line, _after_quote(body, text, pos)))
                     pos, line = _next_line(text, pos, line)
-                    fields = None
+                    broken = True
                     break
                 fields.append(body.replace('""', '"'))
             else:
@@ -94,7 +92,7 @@ def scan(text: str, delimiter: str, first_line: int = 1, limit: int | None = Non
             pos += 2 if text.startswith("\r\n", pos) else 1
             line += 1
             break
-        if fields is not None:
+        if not broken:
             out.records.append((start, fields))
     out.end = pos
     return out
