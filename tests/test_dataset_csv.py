@@ -136,7 +136,10 @@ def test_utf16_unicode_text_from_excel(job_dir: Path) -> None:
     dataset = load_dataset(csv_job(job_dir, content, name="d.txt"))
     assert dataset.frame["nombre"].to_list() == ["José", "O’Neill"]
     assert dataset.frame["__row__"].to_list() == [2, 3]
-    assert dataset.notes == ["delimiter tab (a UTF-16 'Unicode Text' file from Excel)"]
+    assert dataset.notes == [
+        "encoding UTF-16 LE (from the file's byte-order mark)",
+        "delimiter tab (a UTF-16 'Unicode Text' file from Excel)",
+    ]
 
 
 def test_utf16_without_bom_is_named(job_dir: Path) -> None:

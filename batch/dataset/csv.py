@@ -56,6 +56,8 @@ def parse_csv(
         )
     window = text[pre.offset : pre.offset + _WINDOW]  # never copy the whole text
     delimiter, notes = _delimiter(window, spec, pre.sep, suffix, decoded)
+    if decoded.bom and decoded.bom != "UTF-8":
+        notes.insert(0, f"encoding {decoded.bom} (from the file's byte-order mark)")
     head = records.scan(window, delimiter, pre.line, limit=1)
     if head.end >= len(window) and len(window) == _WINDOW:
         head = records.scan(text[pre.offset :], delimiter, pre.line, limit=1)
