@@ -94,9 +94,15 @@ class Xlsx:
 
     def __init__(self, archive: zipfile.ZipFile, decimal: str = ".") -> None:
         self.zip, self.decimal = archive, decimal
-        book = ET.fromstring(archive.read("xl/workbook.xml"))
-        rels = ET.fromstring(archive.read("xl/_rels/workbook.xml.rels"))
-        targets = {r.get("Id"): r.get("Target", "") for r in rels}
+        # Parts are found through the package's relationships, as Excel does: most writers
+        # use xl/workbook.xml and xl/sharedStrings.xml, but nothing obliges them to.
+        main = _related(archive, "", "_rels/.rels", "/officeDocument")
+        book_path = main[0] if main else "xl/workbook.xml"
+        folder = book_path.rsplit("/", 1)[0] + "/" if "/" in book_path else ""
+        rels_path = f"{folder}_rels/{book_path.rsplit('/', 1)[-1]}.rels"
+        book = ET.fromstring(archive.read(book_path))
+        rels = ET.fromstring(archive.read(rels_path))
+        targets = {r.get("Id"): _resolve(folder, r.get("Target", "")) for r in rels}
         self.date1904 = any(
             _local(e.tag) == "workbookPr" and e.get("date1904") in {"1", "true"} for e in book
         )
@@ -104,25 +110,20 @@ class Xlsx:
         for element in book.iter():
             if _local(element.tag) == "sheet":
                 target = targets.get(_attr(element, "id"), "")
-                target = target.lstrip("/") if target.startswith("/") else "xl/" + target
                 state = element.get("state", "visible")
                 self.sheets.append(SheetInfo(element.get("name", ""), state == "visible", target))
-        self.strings = self._strings()
-        self.formats = self._formats()
+        strings = _related(archive, folder, rels_path, "/sharedStrings")
+        styles = _related(archive, folder, rels_path, "/styles")
+        self.strings = self._strings(strings[0]) if strings else []
+        self.formats = self._formats(styles[0]) if styles else []
 
-    def _strings(self) -> list[str]:
-        try:
-            root = ET.fromstring(self.zip.read("xl/sharedStrings.xml"))
-        except KeyError:
-            return []
+    def _strings(self, path: str) -> list[str]:
+        root = ET.fromstring(self.zip.read(path))
         return [_rich_text(si) for si in root if _local(si.tag) == "si"]
 
-    def _formats(self) -> list[str]:
+    def _formats(self, path: str) -> list[str]:
         """Format code per style index (`s` attribute)."""
-        try:
-            root = ET.fromstring(self.zip.read("xl/styles.xml"))
-        except KeyError:
-            return []
+        root = ET.fromstring(self.zip.read(path))
         custom: dict[int, str] = {}
         codes: list[str] = []
         for element in root:
@@ -196,6 +197,29 @@ class Xlsx:
         style = int(cell.get("s", "0"))
         code = self.formats[style] if style < len(self.formats) else "General"
         return show_number(float(value), code, self.date1904, self.decimal)
+
+
+def _related(archive: zipfile.ZipFile, folder: str, rels_path: str, kind: str) -> list[str]:
+    """The parts a relationships file points to with a type ending in `kind`."""
+    try:
+        rels = ET.fromstring(archive.read(rels_path))
+    except KeyError:
+        return []
+    return [_resolve(folder, r.get("Target", "")) for r in rels if r.get("Type", "").endswith(kind)]
+
+
+def _resolve(folder: str, target: str) -> str:
+    """A relationship target as a path in the zip (absolute `/xl/…` or relative to `folder`)."""
+    if target.startswith("/"):
+        return target[1:]
+    parts: list[str] = []
+    for piece in (folder + target).split("/"):
+        if piece == "..":
+            if parts:
+                parts.pop()
+        elif piece and piece != ".":
+            parts.append(piece)
+    return "/".join(parts)
 
 
 def _builtin(number: int) -> str:
