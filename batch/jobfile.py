@@ -26,8 +26,11 @@ class DatasetSpec(StrictModel):
     sheet: str | None = None
     key: str | None = None  # column name; default: the recipient address
     where: str | None = None  # polars SQL condition over the columns
-    delimiter: str = ","
-    encoding: str = "utf-8"
+    delimiter: str = ","  # one character, or "auto": pick among , ; tab | and say which
+    encoding: str = "utf-8"  # a byte-order mark (UTF-8, UTF-16) overrides it
+    header_row: int = Field(default=1, ge=1)  # file line / sheet row of the header
+    decimal: Literal[",", "."] = "."  # the dataset's number convention (1.234,56 vs 1,234.56)
+    date_format: str | None = None  # how CSV date cells are written, e.g. "%d/%m/%Y"
 
 
 class RecipientSpec(StrictModel):

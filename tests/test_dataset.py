@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
 from pathlib import Path
 
 import polars as pl
 import pytest
 import xlsxwriter
 
-from batch.dataset import read_dataset
+from batch.dataset import parse_date, parse_number, read_dataset
 from batch.errors import DatasetError, JobFileError
 from batch.jobfile import Job, load_job
 
@@ -78,7 +80,7 @@ def test_wrong_encoding_names_the_line(job_dir: Path) -> None:
 def test_malformed_lines_are_errors_naming_the_line(
     job_dir: Path, content: bytes, expected: str
 ) -> None:
-    with pytest.raises(DatasetError, match="malformed") as info:
+    with pytest.raises(DatasetError, match=r"expected \d+ fields, found \d+") as info:
         read_dataset(csv_job(job_dir, content))
     assert expected in str(info.value)
 
@@ -166,3 +168,45 @@ def test_a_million_rows_keep_their_line_numbers(job_dir: Path) -> None:
     assert frame.height == 1_000_000
     assert frame["__row__"][-1] == 1_000_001
     assert frame["city"][-1] == "Madrid, ES"
+
+
+@pytest.mark.parametrize(
+    ("text", "decimal", "number"),
+    [
+        ("1.234,56", ",", Decimal("1234.56")),
+        ("1.234.567,8", ",", Decimal("1234567.8")),
+        ("-99,90", ",", Decimal("-99.90")),
+        ("250", ",", Decimal("250")),
+        ("1.234", ",", Decimal("1234")),
+        ("1,234.56", ".", Decimal("1234.56")),
+        ("1.234", ".", Decimal("1.234")),
+        ("1.234,56", ".", None),  # the other convention: not a number, never 1.23456
+        ("12.34.5", ",", None),  # groups of three only
+        ("abc", ".", None),
+    ],
+)
+def test_parse_number_follows_the_dataset_convention(
+    text: str, decimal: str, number: Decimal | None
+) -> None:
+    assert parse_number(text, decimal) == number
+
+
+def test_parse_date_reads_iso_and_the_dataset_format() -> None:
+    assert parse_date("2026-11-02") == dt.date(2026, 11, 2)
+    assert parse_date("02/11/2026", "%d/%m/%Y") == dt.date(2026, 11, 2)
+    assert parse_date("02/11/2026") is None
+    assert parse_date("31/02/2026", "%d/%m/%Y") is None
+
+
+def test_where_view_is_the_frame_itself_under_the_defaults(job_dir: Path) -> None:
+    # decimal "." without date_format: `where` sees the cells exactly as before.
+    content = b'id,amount\n1,"1,500.00"\n2,99\n'
+    frame = read_dataset(csv_job(job_dir, content, ", where: \"amount = '1,500.00'\""))
+    assert frame["id"].to_list() == ["1"]
+
+
+def test_decimal_comma_where_keeps_the_cell_text(job_dir: Path) -> None:
+    content = b"id;importe\n1;1.234,56\n2;99,9\n3;n/a\n"
+    extra = ", delimiter: ';', decimal: ',', where: 'TRY_CAST(importe AS DOUBLE) > 100'"
+    frame = read_dataset(csv_job(job_dir, content, extra))
+    assert frame["importe"].to_list() == ["1.234,56"]
