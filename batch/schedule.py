@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from batch.errors import InputError, JobFileError
-from batch.jobfile import Period, ScheduleSpec, SendWindowSpec
+from batch.jobmodel import Period, ScheduleSpec, SendWindowSpec
 
 _MINUTE = timedelta(minutes=1)
 

@@ -24,7 +24,7 @@ from batch.cli import main
 from batch.export import export
 from batch.jobfile import Job, load_job
 from batch.ledger import Entry, Ledger, read_ledger
-from batch.render import SMS_MAX_CHARS
+from batch.channels.sms import SMS_MAX_CHARS
 from batch.report import campaign_report
 from batch.runner import NullReporter, RunStats, run, validate
 from batch.sandbox import RunningSandbox, ShiftedClock
