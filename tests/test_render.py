@@ -13,8 +13,8 @@ import pytest
 from batch.dataset import read_dataset
 from batch.errors import RowError
 from batch.jobfile import Job, load_job
-from batch.preview import write_preview
 from batch.message import content_hash
+from batch.preview import write_preview
 from batch.render import Renderer, RowProblems, render_keys, scan
 from batch.templating import format_date, money
 
