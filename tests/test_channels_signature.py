@@ -6,6 +6,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -23,8 +24,12 @@ from channels_world import (
 from batch import errors
 from batch.addresses import parse_signers
 from batch.certificates import download_certificates
+from batch.channels.signature import SIGNATURE
 from batch.export import export
 from batch.jobfile import load_job
+from batch.jobmodel import JobSpec
+from batch.ledger import SENT, Entry
+from batch.message import Message
 from batch.report import campaign_report
 from batch.runner import NullReporter, RunStats, run, validate
 from batch.sandbox import RunningSandbox
@@ -253,3 +258,94 @@ def test_signer_list_job_file_rules(
     path.write_text(change((JOBS / SIGNATURE_JOB).read_text(encoding="utf-8")), encoding="utf-8")
     with pytest.raises(errors.JobFileError, match=expected):
         load_job(path)
+
+
+# -- the channel's own rules ---------------------------------------------------------------
+
+SIGNER = {"name": "{{ name }}", "email": "{{ email }}"}
+SIGNATURE_SPEC: dict[str, Any] = {
+    "campaign": "c",
+    "channel": "signature",
+    "dataset": {"path": "d.csv", "key": "id"},
+    "signers": [SIGNER],
+    "document": {"path": "contracts/{{ id }}.pdf"},
+}
+
+
+def signature_spec(**changes: Any) -> JobSpec:
+    return JobSpec.model_validate(SIGNATURE_SPEC | changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, []),
+        ({"signers": [SIGNER] * 6}, [(("signers",), "at most 5 signers, found 6")]),
+        ({"signers": []}, [(("signers",), "at least one signer required for channel signature")]),
+        ({"document": None}, [(("document",), "field required for channel signature")]),
+        (
+            {"message": {"text": "x", "reply_to": "a@example.com"}},
+            [
+                (("message", "reply_to"), "only for channel email"),
+                (("message", "text"), "only for channel sms"),
+            ],
+        ),
+    ],
+)
+def test_signature_job_file_rules(changes: dict[str, Any], expected: list[Any]) -> None:
+    assert sorted(SIGNATURE.job_problems(signature_spec(**changes))) == expected
+
+
+def test_signature_address_and_default_key() -> None:
+    assert SIGNATURE.address_source(signature_spec()) == "{{ email }}"
+    other = signature_spec(signers=[{"name": "x", "email": "{{ contact }}"}])
+    assert SIGNATURE.address_source(other) == "{{ contact }}"
+    written = [" Ann@Example.com", "bob@example.com"]
+    assert SIGNATURE.keys_of(pl.Series(written)).to_list() == [SIGNATURE.key_of(a) for a in written]
+
+
+def test_a_signature_answer_moves_the_anchor() -> None:
+    """A later lost answer is looked up among requests newer than the latest one."""
+    data = {"data": {"uuid": "S-9"}, "status": "pending", "document_name": "c.pdf"}
+    answer = SIGNATURE.answer(data, [Entry("K", "a@example.com", "", "h")])
+    assert answer.parent == answer.anchor == "S-9"
+    assert [(o.key, o.status, o.tracking_id) for o in answer.outcomes] == [("K", SENT, "S-9")]
+    content = {"signers": [{"name": "Ann", "email": "a@example.com"}]}
+    assert SIGNATURE.send_data(data, content) == {
+        "status_at_send": "pending",
+        "document_name": "c.pdf",
+        "created_at": None,
+        "signers": [{"name": "Ann", "email": "a@example.com", "status": "pending"}],
+    }
+    assert SIGNATURE.payload(content, ["a@example.com"]) == content
+    assert not SIGNATURE.groups and SIGNATURE.anchored and SIGNATURE.hashes_address
+
+
+def test_a_declined_request_becomes_ledger_fields_with_its_certificates() -> None:
+    detail = {
+        "status": "declined",
+        "document_hash": "ABC",
+        "download_original_url": "/o.pdf",
+        "signers": [{"signer_name": "Ann", "signer_email": "a@example.com", "status": "declined"}],
+    }
+    fields = SIGNATURE.fields(detail, {"status": SENT, "channel_data": None})
+    assert fields["status"] == "declined" and fields["error_status"] == "declined"
+    assert [c["type"] for c in json.loads(fields["certificates"])] == ["original"]
+    assert json.loads(fields["channel_data"])["signers"][0]["status"] == "declined"
+    signed = SIGNATURE.fields({"status": "signed", "download_acta_url": "/a.pdf"}, {"status": SENT})
+    assert "error_status" not in signed and SIGNATURE.is_final("signed")
+    assert not SIGNATURE.is_final("pending")
+
+
+def test_the_signature_preview_names_signers_and_document() -> None:
+    content = {
+        "signers": [{"name": "Ann", "email": "a@example.com"}],
+        "document_name": "c.pdf",
+        "language": "es",
+    }
+    parts = SIGNATURE.preview(Message("K", 2, "a@example.com", "Ann", content, "h"))
+    assert parts.after == [
+        ("signers", "Ann <a@example.com>"),
+        ("document", "c.pdf"),
+        ("language", "es"),
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -12,8 +13,11 @@ from channels_world import DELIVERED, SMS_JOB, World, by_key, cli, make_world
 
 from batch import errors
 from batch.certificates import download_certificates
-from batch.channels.sms import SMS_MAX_CHARS
-from batch.ledger import Entry, Ledger
+from batch.channels.sms import SMS, SMS_MAX_CHARS, sms_fields
+from batch.jobmodel import JobSpec
+from batch.ledger import SENT, Entry, Ledger
+from batch.message import Message
+from batch.reconcile import Probe, Verdict
 from batch.report import campaign_report
 from batch.runner import run, validate
 from batch.sandbox import RunningSandbox
@@ -159,3 +163,99 @@ def test_sms_in_doubt_said_not_sent_by_hand_is_sent_once(world: World) -> None:
     cli("resolve", str(world.jobs / SMS_JOB), row["key"], "--not-sent")
     assert run(job).counts == {"sent": 2}
     assert sorted(str(e["recipient"]) for e in world.log("sms")) == ["+34619722233", row["address"]]
+
+
+# -- the channel's own rules ---------------------------------------------------------------
+
+SMS_SPEC: dict[str, Any] = {
+    "campaign": "c",
+    "channel": "sms",
+    "dataset": {"path": "d.csv"},
+    "message": {"text": "Hola {{ name }}"},
+}
+
+
+def sms_spec(**changes: Any) -> JobSpec:
+    return JobSpec.model_validate(SMS_SPEC | changes)
+
+
+def test_sms_job_file_rules() -> None:
+    assert SMS.job_problems(sms_spec()) == []
+    problems = SMS.job_problems(sms_spec(message={"subject": "s"}, document={"path": "x.pdf"}))
+    assert sorted(problems) == [
+        (("document",), "only for channel signature"),
+        (("message", "subject"), "only for channel email"),
+        (("message", "text"), "field required for channel sms"),
+    ]
+    assert SMS.template_files(sms_spec()) == []
+
+
+def test_sms_address_and_default_key() -> None:
+    assert SMS.address_source(sms_spec()) == "{{ phone }}"
+    assert SMS.address_source(sms_spec(recipient={"phone": "{{ mobile }}"})) == "{{ mobile }}"
+    written = [" +34 (612) 345-678 ", "612.345.678", "+34612345678"]
+    assert [SMS.key_of(a) for a in written] == ["+34612345678", "612345678", "+34612345678"]
+    assert SMS.keys_of(pl.Series(written)).to_list() == [SMS.key_of(a) for a in written]
+
+
+def test_an_sms_request_is_one_text_to_one_phone() -> None:
+    assert SMS.payload({"message": "hi"}, ["+34612345678"]) == {
+        "message": "hi",
+        "phone": "+34612345678",
+    }
+    assert not SMS.groups and SMS.hashes_address and not SMS.anchored
+
+
+@pytest.mark.parametrize(
+    "data", [{"uuid": "U-1", "status": "sent"}, {"data": {"uuid": "U-1"}, "status": "sent"}]
+)
+def test_the_sms_answer_gives_its_uuid(data: dict[str, Any]) -> None:
+    answer = SMS.answer(data, [Entry("K", "+34612345678", "", "h")])
+    assert answer.parent == "U-1" and answer.anchor is None
+    assert [(o.key, o.status, o.tracking_id) for o in answer.outcomes] == [("K", SENT, "U-1")]
+    assert SMS.send_data(data | {"credits_deducted": 1}, {}) == {
+        "status_at_send": "sent",
+        "credits_deducted": 1,
+    }
+
+
+def test_an_sms_in_doubt_is_never_decided_by_a_look_up() -> None:
+    probe = Probe(("+34612345678",), ("K",), "", None)
+    finding = SMS.look_up(None, probe, {"message": "x"}, set())  # type: ignore[arg-type]
+    assert finding.verdict is Verdict.UNKNOWN and "lmbatch resolve" in finding.reason
+    assert SMS.newest_send(None) is None  # type: ignore[arg-type]
+    assert SMS.remaining_credits({"user": {"remaining_emails": 3}}) is None
+
+
+@pytest.mark.parametrize(
+    ("status", "data", "final"),
+    [
+        ("failed", None, True),
+        ("delivered", {"has_certificate": True}, True),
+        ("delivered", {"has_certificate": False}, False),  # the certificate comes later
+        ("sent", None, False),
+    ],
+)
+def test_sms_final_statuses(status: str, data: dict[str, Any] | None, final: bool) -> None:
+    assert SMS.is_final(status, data) is final
+
+
+def test_an_sms_status_becomes_ledger_fields() -> None:
+    row = {"status": SENT, "channel_data": '{"credits_deducted": 1}'}
+    data = {
+        "status": "delivered",
+        "delivered_at": "2026-11-21 10:00:00",
+        "download_certificate_url": "/sms/U-1.pdf",
+        "credits": 1,
+    }
+    fields = sms_fields(data, row)
+    assert fields["status"] == "delivered" and fields["delivered_at"].hour == 10
+    assert json.loads(fields["channel_data"])["has_certificate"] is True
+    assert json.loads(fields["channel_data"])["credits_deducted"] == 1  # kept from the send
+    assert json.loads(fields["certificates"])[0]["type"] == "sms"
+    assert sms_fields({"status": "failed"}, row)["error_status"] == "failed"
+
+
+def test_the_sms_preview_shows_the_text_and_its_length() -> None:
+    parts = SMS.preview(Message("K", 2, "+34612345678", "Ann", {"message": "<b>hi</b>"}, "h"))
+    assert parts.body == "<pre>&lt;b&gt;hi&lt;/b&gt;</pre><p>9 characters</p>"
