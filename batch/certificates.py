@@ -31,7 +31,7 @@ from typing import Any
 from batch import errors
 from batch.client import LegallyMailClient
 from batch.files import write_atomic
-from batch.jobfile import Job
+from batch.jobmodel import Job
 from batch.ledger import Ledger
 from batch.runner import build_client
 

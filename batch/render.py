@@ -31,7 +31,6 @@ from batch.templating import make_environments
 __all__ = [
     "PARALLEL_THRESHOLD",
     "SCAN_SCHEMA",
-    "Message",
     "Renderer",
     "RowProblems",
     "Scan",
