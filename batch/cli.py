@@ -121,7 +121,7 @@ def preview(job: Path, period: str | None, limit: int) -> None:
 @click.option(
     "--exit-outside-window",
     is_flag=True,
-    help="Outside the job's send window, exit (0 at start, 3 mid-run) instead of waiting.",
+    help="Outside the job's send window, exit 3 (work left) instead of waiting.",
 )
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log lines here.")
 @click.option("--json-log", is_flag=True, help="Log JSON lines (with --log-file, or on stderr).")
@@ -152,7 +152,7 @@ def run(
     stop = threading.Event()
     with _reporter(log_file, json_log) as reporter, _stop_on_signals(stop):
         summary = run_campaign(loaded, options, reporter=reporter, stop=stop)
-    _print_run(summary, job, period)
+    _print_run(summary, job, loaded.period.label if loaded.period else period)
     sys.exit(summary.exit_code)
 
 
@@ -296,32 +296,24 @@ def resolve(
 @click.option("--count", default=5, show_default=True, help="How many fire times to show.")
 @handle_errors
 def schedule(job: Path, period: str | None, count: int) -> None:
-    """Show JOB's next fire times and ready-to-use crontab and systemd snippets."""
+    """Show JOB's next periods, warnings, and crontab and systemd snippets ready to paste."""
     from datetime import UTC, datetime
 
-    from batch.schedule import crontab_line, next_fire_times, systemd_units
+    from batch.cronsnippets import Unattended, log_file, schedule_text, token_file
 
     loaded = _load(job, period)
-    spec = loaded.spec.schedule
-    if spec is None:
+    if loaded.spec.schedule is None:
         raise errors.JobFileError("the job has no schedule:", path=str(job), key="schedule")
-    out = Console(highlight=False, soft_wrap=True)
-    out.print(
-        f"campaign {loaded.campaign} (period {loaded.period.label if loaded.period else '-'})"
+    settings = Unattended(
+        f"{sys.executable} -m batch",
+        token_file(Path.home()),
+        log_file(job),
+        token_env=loaded.spec.api.token_env,
     )
-    out.print("next fire times:")
-    for moment in next_fire_times(spec, datetime.now(UTC), count):
-        out.print(f"  {moment:%a %Y-%m-%d %H:%M %Z}")
-    command = f"{sys.executable} -m batch"
-    where = job.resolve()
-    out.print("\n# crontab (crontab -e):")
-    out.print(crontab_line(spec, where, command), markup=False)
-    service, timer = systemd_units(spec, where, command)
-    unit = f"lmbatch-{where.stem}"
-    out.print(f"\n# ~/.config/systemd/user/{unit}.service:")
-    out.print(service, markup=False)
-    out.print(f"\n# ~/.config/systemd/user/{unit}.timer:")
-    out.print(timer, markup=False)
+    text, warnings = schedule_text(loaded, datetime.now(UTC), count, settings)
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+    Console(highlight=False, soft_wrap=True).print(text, markup=False)
 
 
 @main.command()

@@ -1,16 +1,31 @@
 """Spreadsheet exports: the dataset's rows with their ledger columns, and the failed rows.
 
-Cells a spreadsheet would run as a formula (`=`, `+`, `-`, `@`, tab, CR) are neutralised with
-a leading `'`. Every file is written atomically (temp file, fsync, rename).
+What a spreadsheet shows must be what the campaign holds, and opening an export must not run
+anything:
+
+* CSV has no types, so a spreadsheet evaluates a cell that starts with `=`, `+`, `-` or `@`,
+  also after leading whitespace (space, NBSP, LF, ideographic space, BOM...) or written with
+  the full-width signs (`＝＋－＠`) that CJK input methods produce, and treats a leading tab or
+  CR as a formula prefix. Such cells (and headers) get a leading `'`, the convention spreadsheet
+  users know. A cell that is plainly a number or a phone number (`-12.50`, `-1.234,50`,
+  `+34 612 345 678`) cannot run anything and is kept as itself.
+* .xlsx has types: every text cell is written as a string cell (never a formula, URL or number),
+  so `=SUM(A1)` is the text `=SUM(A1)`, with no apostrophe added.
+
+The address column is named for the channel: `lmbatch_email` (e-mail, signature: the first
+signer) or `lmbatch_phone` (SMS, E.164); the ledger may call it `email` or `address`.
+Every file is written atomically (temp file, fsync, rename).
 """
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
 import polars as pl
+import xlsxwriter
 
 from batch.dataset import read_dataset
 from batch.errors import BatchError
@@ -19,10 +34,20 @@ from batch.jobfile import Job
 from batch.ledger import FAILED
 from batch.report import ledger_frame
 
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_RISKY = r"^[=+\-@\t\r]"  # the same characters, as a regex
-_EXPORTED = {  # ledger column -> export column
-    "email": "lmbatch_address",  # as sent: normalised e-mail, E.164 phone, or first signer
+# Blanks a spreadsheet skips before looking for a formula sign (Unicode White_Space, spelled
+# out so that polars' Rust regex and Python's `re` agree, plus zero-width ones and the BOM).
+_BLANKS = (
+    "\t\n\x0b\x0c\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200b\u2028\u2029\u202f\u205f\u2060\u3000\ufeff"
+)
+_SIGNS = "=+\\-@\uff1d\uff0b\uff0d\uff20\ufe66\ufe62\ufe63\ufe6b"  # ASCII, full-width, small
+RISKY = f"^(?:[\t\r]|[{_BLANKS}]*[{_SIGNS}])"
+# A signed number or a phone number: digits in groups separated by `.`, `,` or a space.
+PLAIN = "^[+-]?[0-9]+(?:[., \xa0\u202f][0-9]+)*$"
+_RISKY_RE, _PLAIN_RE = re.compile(RISKY), re.compile(PLAIN)
+
+ADDRESS_COLUMNS = ("address", "email")  # the ledger's name for it, newest first
+ADDRESS_HEADER = {"email": "lmbatch_email", "signature": "lmbatch_email", "sms": "lmbatch_phone"}
+_EXPORTED = {  # ledger column -> export column (the address is added per channel)
     "tracking_id": "lmbatch_tracking_id",
     "status": "lmbatch_status",
     "sent_at": "lmbatch_sent_at_utc",
@@ -32,6 +57,16 @@ _EXPORTED = {  # ledger column -> export column
 }
 
 
+def is_risky(text: str) -> bool:
+    """Whether a spreadsheet opening `text` from a CSV would run it as a formula."""
+    return _RISKY_RE.match(text) is not None and _PLAIN_RE.match(text) is None
+
+
+def address_header(channel: str) -> str:
+    """The export header for the address as sent, named for what the channel sends to."""
+    return ADDRESS_HEADER.get(channel, "lmbatch_address")
+
+
 def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> Path:
     """Write the dataset's rows joined with their ledger columns, formula-safe."""
     if fmt not in ("xlsx", "csv"):
@@ -39,14 +74,15 @@ def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> P
     target = path or job.output_dir / f"export.{fmt}"
     rows = read_dataset(job)
     ledger = ledger_frame(job)
-    wanted = ["key", *_EXPORTED]
+    address = next((c for c in ADDRESS_COLUMNS if c in ledger.columns), ADDRESS_COLUMNS[0])
+    exported = {address: address_header(job.spec.channel), **_EXPORTED}
     if not ledger.height:
-        ledger = pl.DataFrame(schema={c: pl.String for c in wanted})
+        ledger = pl.DataFrame(schema={c: pl.String for c in ["key", *exported]})
     ledger = ledger.select(
         pl.col("key").cast(pl.String).alias("__key__"),
-        *(_naive(pl.col(c), ledger.schema[c]).alias(name) for c, name in _EXPORTED.items()),
+        *(_naive(pl.col(c), ledger.schema[c]).alias(name) for c, name in exported.items()),
     )
-    clash = [c for c in _EXPORTED.values() if c in rows.columns]
+    clash = [c for c in exported.values() if c in rows.columns]
     if clash:
         raise BatchError(f"the dataset already has column(s) {', '.join(clash)}")
     joined = (
@@ -55,7 +91,7 @@ def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> P
         .drop("__row__")
         .rename({"__key__": "lmbatch_key"})
     )
-    _write(neutralise(joined), target, fmt)
+    _write(joined, target, fmt)
     return target
 
 
@@ -76,37 +112,48 @@ def export_failed(job: Job, path: Path) -> tuple[Path, int]:
     )
     rows = read_dataset(job).join(failed, on="__key__", how="semi").sort("__row__")
     rows = rows.drop("__row__", "__key__")
-    _write(neutralise(rows) if suffix != "parquet" else rows, path, suffix)
+    _write(rows, path, suffix)
     return path, rows.height
 
 
 def _write(frame: pl.DataFrame, target: Path, fmt: str) -> None:
+    """Write `frame` as `fmt` through a temp file; CSV cells neutralised, xlsx typed."""
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if fmt == "csv":
-            frame.write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S")
+            neutralise(frame).write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S")
         elif fmt == "parquet":
             frame.write_parquet(tmp)
         else:
-            frame.write_excel(tmp, worksheet="lmbatch", autofit=True)
+            _write_xlsx(frame, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
         fsync_dir(target.parent)
-    except (OSError, pl.exceptions.PolarsError) as err:
+    except (OSError, pl.exceptions.PolarsError, xlsxwriter.exceptions.XlsxWriterException) as err:
         tmp.unlink(missing_ok=True)
         raise BatchError(f"{target}: cannot write the export: {err}") from err
 
 
+def _write_xlsx(frame: pl.DataFrame, path: Path) -> None:
+    """Text as string cells: xlsxwriter must never turn `=…` into a formula or `http…` a link."""
+    options = {"strings_to_formulas": False, "strings_to_urls": False, "strings_to_numbers": False}
+    with xlsxwriter.Workbook(str(path), options) as book:
+        frame.write_excel(book, worksheet="lmbatch", autofit=True)
+
+
 def neutralise(frame: pl.DataFrame) -> pl.DataFrame:
-    """`frame` with every text cell (and header) that a spreadsheet would run quoted by `'`."""
+    """`frame` for a CSV: every text cell (and header) a spreadsheet would run quoted by `'`."""
     out = frame.with_columns(
-        pl.when(pl.col(c).str.contains(_RISKY)).then("'" + pl.col(c)).otherwise(pl.col(c)).alias(c)
+        pl.when(pl.col(c).str.contains(RISKY) & ~pl.col(c).str.contains(PLAIN))
+        .then("'" + pl.col(c))
+        .otherwise(pl.col(c))
+        .alias(c)
         for c, dtype in frame.schema.items()
         if dtype == pl.String
     )
-    return out.rename({c: f"'{c}" for c in out.columns if c.startswith(FORMULA_START)})
+    return out.rename({c: f"'{c}" for c in out.columns if is_risky(c)})
 
 
 def _naive(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:

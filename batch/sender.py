@@ -33,8 +33,8 @@ from batch.pacing import StopClock
 from batch.plan import Batch, Plan, group
 from batch.progress import Reporter, RunStats
 from batch.render import Scan, render_keys
-from batch.schedule import SendWindow
 from batch.settle import Settler
+from batch.window import SendWindow
 
 
 @dataclass(frozen=True)

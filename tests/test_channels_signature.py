@@ -137,7 +137,7 @@ def test_signature_campaign_runs_tracks_and_downloads(world: World) -> None:
     assert exported.height == 10  # the rows the job selects (plan = premium)
     row = exported.filter(pl.col("id") == "C-1003").row(0, named=True)
     assert row["lmbatch_status"] == "signed"
-    assert row["lmbatch_address"] == "carla.sanchez@example.com"
+    assert row["lmbatch_email"] == "carla.sanchez@example.com"
 
 
 def test_signature_in_doubt_is_found_in_the_listing_not_sent_again(world: World) -> None:

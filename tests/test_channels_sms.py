@@ -121,7 +121,7 @@ def test_sms_campaign_runs_tracks_and_reports(world: World) -> None:
     exported = pl.read_csv(job.output_dir / "export.csv", infer_schema=False)
     row = exported.filter(pl.col("id") == "C-1001").row(0, named=True)
     assert row["lmbatch_status"] == "delivered"
-    assert row["lmbatch_address"] == "'+34653464097"  # formula-safe: "+" would be run
+    assert row["lmbatch_phone"] == "+34653464097"  # a phone is not a formula: kept as is
     assert row["lmbatch_tracking_id"] == first["tracking_id"]
 
 

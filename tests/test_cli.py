@@ -313,14 +313,18 @@ def test_schedule_prints_fire_times_crontab_and_systemd_units() -> None:
     result = lmbatch("schedule", ROOT / "jobs" / "rent.yaml")
     out = result.stdout
     assert result.exit_code == 0
-    fires = re.findall(r"^  \w{3} (\d{4}-\d{2}-\d{2}) 09:00 CES?T$", out, re.MULTILINE)
+    fires = re.findall(
+        r"^  \w{3} (\d{4}-\d{2}-\d{2}) 09:00 CES?T(?:  \(outside the window\))?$", out, re.MULTILINE
+    )
     assert len(fires) == 5 and all(day.endswith("-01") for day in fires)
-    assert "CRON_TZ=Europe/Madrid\n0 9 1 * * " in out
-    assert re.search(r"^0 9 1 \* \* .+ -m batch run \S+jobs/rent\.yaml --exit-outside-window$",
+    # Fired at every window opening, not only on the 1st (issue 12, item 8).
+    assert "CRON_TZ=Europe/Madrid\n0 9 * * 1-5 " in out
+    assert re.search(r"^0 9 \* \* 1-5 set -a && \. \S+token\.env && set \+a && .+ -m batch run "
+                     r"\S+jobs/rent\.yaml --exit-outside-window --log-file \S+rent\.log >>\S+$",
                      out, re.MULTILINE)  # fmt: skip
     for line in ["[Service]", "Type=oneshot", "[Timer]", "Persistent=true", "[Install]"]:
         assert f"\n{line}\n" in out
-    assert "OnCalendar=*-*-01 09:00:00 Europe/Madrid" in out
+    assert "OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 09:00:00 Europe/Madrid" in out
 
 
 def test_schedule_of_a_job_without_one_exits_2(tmp_path: Path) -> None:

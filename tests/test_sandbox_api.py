@@ -109,9 +109,41 @@ def test_missing_or_wrong_token_is_401_with_json_error(
     assert response.json() == {"success": False, "message": "Invalid or missing token"}
 
 
-def test_sandbox_endpoints_need_no_token(server: RunningSandbox) -> None:
-    assert httpx.get(server.base_url + "/_sandbox/stats").status_code == 200
-    assert isinstance(httpx.get(server.base_url + "/_sandbox/log").json(), list)
+SANDBOX_ENDPOINTS = [
+    ("GET", "/_sandbox/log"),
+    ("GET", "/_sandbox/stats"),
+    ("GET", "/_sandbox/requests"),
+    ("GET", "/_sandbox/faults"),
+    ("POST", "/_sandbox/faults"),
+]
+
+
+@pytest.mark.parametrize("method, path", SANDBOX_ENDPOINTS)
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": TEST_TOKEN},  # the API's bare form is not enough here
+        {"Authorization": f"Basic {TEST_TOKEN}"},
+    ],
+)
+def test_sandbox_endpoints_refuse_a_missing_or_wrong_token(
+    server: RunningSandbox, method: str, path: str, headers: dict[str, str]
+) -> None:
+    body = {"error_500": 1.0, "token": TEST_TOKEN}  # a body token is not accepted either
+    response = httpx.request(method, server.base_url + path, headers=headers, json=body)
+    assert response.status_code == 401
+    assert response.json()["success"] is False
+    assert server.state.faults.rates == {}
+
+
+@pytest.mark.parametrize("method, path", SANDBOX_ENDPOINTS)
+def test_sandbox_endpoints_answer_with_the_token(
+    server: RunningSandbox, method: str, path: str
+) -> None:
+    response = httpx.request(method, server.base_url + path, headers=server.headers, json={})
+    assert response.status_code == 200
 
 
 # --- routing -------------------------------------------------------------------------------------
@@ -582,12 +614,12 @@ def test_sandbox_log_over_http_matches_the_python_log(
     api: httpx.Client, server: RunningSandbox
 ) -> None:
     send(api, recipient="http-log@example.com")
-    over_http = httpx.get(server.base_url + "/_sandbox/log").json()
+    over_http = api.get("/_sandbox/log").json()
     assert over_http == json.loads(json.dumps(server.state.log()))
-    stats = httpx.get(server.base_url + "/_sandbox/stats").json()
+    stats = api.get("/_sandbox/stats").json()
     assert stats["requests"] == server.state.request_count()
     assert stats["by_status"]["200"] == server.state.request_count(200)
-    recent = httpx.get(server.base_url + "/_sandbox/requests").json()
+    recent = api.get("/_sandbox/requests").json()
     assert recent[-1]["path"] == "/api/send" and recent[-1]["status"] == 200
 
 

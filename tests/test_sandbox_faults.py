@@ -156,14 +156,15 @@ def test_faults_can_be_changed_at_run_time_from_python_and_http(sandbox: Running
         assert client.post("/api/send", json=MAIL).status_code == 500
         sandbox.state.faults.set()
         assert client.post("/api/send", json=MAIL).status_code == 200
-        changed = httpx.post(sandbox.base_url + "/_sandbox/faults", json={"error_500": 1.0})
+        changed = client.post("/_sandbox/faults", json={"error_500": 1.0})
         assert changed.json() == {"success": True, "faults": {"error_500": 1.0}}
         assert client.post("/api/send", json=MAIL).status_code == 500
-        bad = httpx.post(sandbox.base_url + "/_sandbox/faults", json={"meteor": 0.5})
+        bad = client.post("/_sandbox/faults", json={"meteor": 0.5})
         assert bad.status_code == 400
-        assert httpx.get(sandbox.base_url + "/_sandbox/faults").json()["faults"] == {
-            "error_500": 1.0
-        }
+        assert client.get("/_sandbox/faults").json()["faults"] == {"error_500": 1.0}
+        anonymous = httpx.post(sandbox.base_url + "/_sandbox/faults", json={"slow": 1.0})
+        assert anonymous.status_code == 401
+        assert sandbox.state.faults.rates == {"error_500": 1.0}
         sandbox.state.faults.clear()
         assert client.post("/api/send", json=MAIL).status_code == 200
 

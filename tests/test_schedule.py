@@ -21,18 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from batch.cronsnippets import Unattended, crontab_text, on_calendar, systemd_units
 from batch.errors import EXIT_LOCKED, InputError, JobFileError, LockHeld
 from batch.jobfile import ScheduleSpec, SendWindowSpec
 from batch.lock import CampaignLock
-from batch.schedule import (
-    SendWindow,
-    crontab_line,
-    granularity,
-    next_fire_times,
-    on_calendar,
-    resolve_period,
-    systemd_units,
-)
+from batch.schedule import granularity, next_fire_times, resolve_period
+from batch.window import SendWindow
 
 MADRID = ZoneInfo("Europe/Madrid")
 MONTHLY = ScheduleSpec(cron="0 9 1 * *", timezone="Europe/Madrid")
@@ -465,17 +459,22 @@ def test_lock_records_its_owner_and_is_released_on_exit(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- cron and systemd snippets
 
 
+def unattended(tmp_path: Path, lmbatch: str = "/opt/lmbatch/bin/lmbatch") -> Unattended:
+    return Unattended(lmbatch, tmp_path / "token.env", tmp_path / "rent.log")
+
+
 def test_crontab_line_sets_the_zone_and_the_window_flag(tmp_path: Path) -> None:
     job = tmp_path / "rent 100%.yaml"
-    text = crontab_line(MONTHLY, job, "/opt/lmbatch/bin/lmbatch")
+    text = crontab_text(MONTHLY, job, unattended(tmp_path))
     lines = text.splitlines()
     assert "CRON_TZ=Europe/Madrid" in lines
     entry = lines[-1]
-    assert entry.startswith("0 9 1 * * /opt/lmbatch/bin/lmbatch run ")
-    assert entry.endswith(" --exit-outside-window")
+    assert entry.startswith("0 9 * * * set -a && . ")  # no window: every day at 09:00
+    command = entry.split(" && ")[-1]
+    assert command.startswith("/opt/lmbatch/bin/lmbatch run ")
+    assert " --exit-outside-window " in command
     assert r"100\%" in entry  # cron turns a bare % into a newline
-    assert shlex.split(entry.replace(r"\%", "%"))[7] == str(job)
-    assert "harmless" in text
+    assert shlex.split(command.replace(r"\%", "%"))[2] == str(job)
 
 
 @pytest.mark.parametrize(
@@ -496,18 +495,21 @@ def test_cron_translates_to_on_calendar(cron: str, events: list[str]) -> None:
 
 
 def test_systemd_units_run_the_job_with_a_persistent_timer(tmp_path: Path) -> None:
-    service, timer = systemd_units(MONTHLY, tmp_path / "rent.yaml", "/usr/bin/lmbatch")
+    service, timer = systemd_units(
+        MONTHLY, tmp_path / "rent.yaml", unattended(tmp_path, "/usr/bin/lmbatch")
+    )
     assert "Type=oneshot" in service
     assert (
         f"ExecStart=/usr/bin/lmbatch run {tmp_path / 'rent.yaml'} --exit-outside-window" in service
     )
-    assert "OnCalendar=*-*-01 09:00:00 Europe/Madrid" in timer.splitlines()
+    assert "OnCalendar=*-*-* 09:00:00 Europe/Madrid" in timer.splitlines()
     assert "Persistent=true" in timer.splitlines()
 
 
 def test_untranslatable_cron_says_so_instead_of_guessing(tmp_path: Path) -> None:
-    spec = ScheduleSpec(cron="0 9 L * mon", timezone="Europe/Madrid")
-    _, timer = systemd_units(spec, tmp_path / "rent.yaml", "lmbatch")
+    # Twice a day: each firing is its own period, so the timer fires on the cron itself.
+    spec = ScheduleSpec(cron="0 9,18 L * mon", timezone="Europe/Madrid")
+    _, timer = systemd_units(spec, tmp_path / "rent.yaml", unattended(tmp_path, "lmbatch"))
     assert "OnCalendar=" not in "".join(line for line in timer.splitlines() if line[:1] != "#")
     assert "left out rather than guessed" in timer
     assert "Persistent=true" in timer

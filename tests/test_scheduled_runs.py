@@ -19,13 +19,18 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from click.testing import CliRunner
 
 from batch import errors
+from batch.cli import main
+from batch.firings import firings
 from batch.jobfile import Job, load_job
 from batch.ledger import read_ledger
 from batch.lock import CampaignLock
 from batch.runner import NullReporter, RunOptions, RunStats, RunSummary, run
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+from batch.schedule import resolve_period
+from batch.window import SendWindow
 
 MADRID = ZoneInfo("Europe/Madrid")
 WINDOW = 1.0  # pacing: 10 requests per second, the real limit scaled 60×
@@ -191,7 +196,8 @@ def test_exit_outside_window_leaves_at_once_when_closed_at_start(
 
     summary = send(job, clock, Clerk(clock), exit_outside_window=True)
 
-    assert summary.exit_code == errors.EXIT_OK  # cron fired outside the window: nothing tried
+    # Fired outside the window: nothing tried, and the period is not done (issue 12, item 8).
+    assert summary.exit_code == errors.EXIT_PENDING
     assert summary.closed_at_start
     assert summary.stopped and "opens next at Mon 2026-11-09 09:00 CET" in summary.stopped
     assert clock.sleeps == []
@@ -388,3 +394,125 @@ def test_a_stale_lock_from_a_dead_run_is_taken_over(api: RunningSandbox, tmp_pat
     assert lock_file.read_text() == ""  # released cleanly this time
     # An unattended run says so: the run before it died (its sends were reconciled first).
     assert any(f"pid {dead.pid}" in n and "without releasing" in n for n in clerk.notes)
+
+
+# ---------------------------------------------------------------- firings: no period lost
+# The generated entries fire at every window opening (batch.firings); each firing resolves
+# the period holding now. Issue 12, item 8: firing only on the 1st lost every month whose 1st
+# is a Saturday or Sunday (May 2027, Aug 2027, Jan/Apr/Jul/Oct 2028 …).
+
+
+def fire(path: Path, at: datetime, step: float = 0.0) -> tuple[RunSummary, Job]:
+    """One scheduled firing at `at`: the job resolved then, run as the snippets run it."""
+    job = load_job(path, now=at)
+    clock = WallClock(at)
+    return send(job, clock, Clerk(clock, step), exit_outside_window=True), job
+
+
+@pytest.fixture
+def fast_api(
+    use_sandbox: Callable[[RunningSandbox], RunningSandbox],
+) -> Iterator[RunningSandbox]:
+    """A sandbox whose rate limit never makes a run wait: 72 runs are about calendars."""
+    with running_sandbox(SandboxConfig(rate_limit=1000, rate_window=WINDOW)) as sandbox:
+        use_sandbox(sandbox)
+        yield sandbox
+
+
+def test_three_years_of_firings_send_every_month_once_inside_its_window(
+    fast_api: RunningSandbox, tmp_path: Path
+) -> None:
+    api = fast_api
+    path = write_job(tmp_path, 2)
+    path.write_text(
+        path.read_text().replace("requests_per_window: 10,", "requests_per_window: 1000,")
+    )
+    spec = load_job(path, now=madrid(2027, 1, 1, 9, 0)).spec.schedule
+    assert spec is not None and spec.window is not None
+    window = SendWindow(spec.window, spec.timezone)
+    done: dict[str, datetime] = {}  # period label -> the firing that finished it
+    noop_checked: set[str] = set()
+    runs = 0
+    for at in firings(spec, madrid(2027, 1, 1, 0, 0), madrid(2030, 1, 1, 0, 0)):
+        label = resolve_period(spec, at).label
+        if label in noop_checked:
+            continue  # every later firing of a done period is the no-op just shown
+        before = len(accepted(api))
+        summary, job = fire(path, at)
+        runs += 1
+        assert job.campaign == f"rent-{label}"
+        if label in done:
+            # A firing after the period is done: nothing sent, no API call, exit 0.
+            assert (summary.exit_code, summary.stats.api_calls) == (errors.EXIT_OK, 0)
+            assert len(accepted(api)) == before
+            noop_checked.add(label)
+            continue
+        assert window.is_open(at)  # firings land in the window (at its opening)
+        assert summary.exit_code == errors.EXIT_OK
+        assert summary.counts == {"sent": 2}
+        done[label] = at
+
+    labels = [f"{y}-{m:02d}" for y in (2027, 2028, 2029) for m in range(1, 13)]
+    assert sorted(done) == labels  # 36 months, none lost
+    subjects = [str(e["subject"]) for e in api.state.log()]
+    assert subjects == [f"Rent for {p}: R-00{i}" for p in labels for i in (0, 1)]  # each once
+    for lost in ("2027-05", "2027-08", "2028-01", "2028-04", "2028-07", "2028-10"):
+        first_day = datetime.strptime(lost, "%Y-%m").date()
+        assert first_day.weekday() >= 5  # the 1st is a weekend day ...
+        assert done[lost].astimezone(MADRID).date() > first_day  # ... sent the next weekday
+    assert runs == 72  # one sending firing and one no-op per month
+
+
+def test_a_firing_on_a_weekend_first_exits_3_and_monday_sends(
+    api: RunningSandbox, tmp_path: Path
+) -> None:
+    path = write_job(tmp_path, 3)
+    saturday = madrid(2027, 5, 1, 9, 0)  # a timer catching up at boot fires here
+
+    closed, job = fire(path, saturday)
+
+    assert job.campaign == "rent-2027-05"
+    assert closed.exit_code == errors.EXIT_PENDING  # not 0: the period is not done
+    assert closed.counts == {"pending": 3}
+    assert accepted(api) == []
+    monday, _ = fire(path, madrid(2027, 5, 3, 9, 0))
+    assert (monday.exit_code, monday.counts) == (errors.EXIT_OK, {"sent": 3})
+    tuesday, _ = fire(path, madrid(2027, 5, 4, 9, 0))
+    assert (tuesday.exit_code, tuesday.stats.api_calls) == (errors.EXIT_OK, 0)
+    assert accepted(api) == tenants(0, 1, 2)
+
+
+def test_a_campaign_cut_by_the_window_end_is_finished_by_the_next_firing(
+    api: RunningSandbox, tmp_path: Path
+) -> None:
+    path = write_job(tmp_path, 12)
+    friday = madrid(2027, 1, 1, 9, 0)  # New Year's Day 2027 is a Friday: the 1st, in the window
+
+    cut, _ = fire(path, friday, step=3600.0)  # an hour per notice: 9 fit before 18:00
+
+    assert cut.exit_code == errors.EXIT_PENDING
+    assert cut.counts == {"sent": 9, "pending": 3}
+    assert cut.stopped and "outside the send window" in cut.stopped
+    spec = load_job(path, now=friday).spec.schedule
+    assert spec is not None
+    later = firings(spec, friday, friday + timedelta(days=7))
+    assert later[0] == madrid(2027, 1, 4, 9, 0)  # the next firing: Monday's opening
+    finished, job = fire(path, later[0])
+    assert job.campaign == "rent-2027-01"  # still January's period
+    assert (finished.exit_code, finished.counts) == (errors.EXIT_OK, {"sent": 12})
+    assert accepted(api) == tenants(*range(12))
+
+
+def test_the_resume_hint_names_the_period(api: RunningSandbox, tmp_path: Path) -> None:
+    # Through the CLI, on the real clock: a window open only three days from now is closed.
+    day = (datetime.now(MADRID) + timedelta(days=3)).strftime("%a").lower()
+    path = write_job(tmp_path, 2, window=f'days: {day}, hours: "00:00-24:00"')
+    period = load_job(path).period
+    assert period is not None
+    label = period.label
+
+    result = CliRunner().invoke(main, ["run", str(path), "--exit-outside-window"])
+
+    assert result.exit_code == errors.EXIT_PENDING  # the period's work is left
+    assert f"resume with: lmbatch run {path} --period {label}" in result.stdout
+    assert accepted(api) == []

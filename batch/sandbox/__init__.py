@@ -5,7 +5,9 @@ Start it with `running_sandbox(config)` (a real uvicorn server in a thread), `se
 `transport` is an `InProcessTransport` for a plain httpx.Client; `create_app` also mounts in
 httpx.ASGITransport or Starlette's TestClient). It serves every documented endpoint with the
 documented aliases, shapes and error codes; `GET /_sandbox/log`, `/_sandbox/stats`,
-`/_sandbox/requests` and `GET|POST /_sandbox/faults` sit outside the API (no token, no limit).
+`/_sandbox/requests` and `GET|POST /_sandbox/faults` sit outside the API (no limit, no faults)
+but need the sandbox's token as `Authorization: Bearer <token>` (`RunningSandbox.client()` and
+`.headers` carry it).
 Certificate links (/emails/download-certificate, /dashboard/...) need no token either.
 
 Rate limit: `rate_limit` requests per `rate_window` seconds per client IP, over every /api path,

@@ -363,25 +363,40 @@ class Downloads:
 
 
 class Inspect:
-    """/_sandbox/*: what tests and curious users look at; outside the API's rules."""
+    """/_sandbox/*: what tests and curious users look at; outside the API's limits and faults.
+
+    Every endpoint here needs the sandbox's token as `Authorization: Bearer <token>` (header
+    only, never a query or body field): the log holds every body and recipient, and the fault
+    control can make a rehearsal lie, so nothing else on the machine may read or steer them.
+    """
 
     def __init__(self, state: SandboxState) -> None:
         self.state = state
 
+    def _refused(self, request: Request) -> Response | None:
+        """401 unless the request carries `Authorization: Bearer <the sandbox's token>`."""
+        scheme, _, given = request.headers.get("authorization", "").strip().partition(" ")
+        if scheme.lower() == "bearer" and _same(given.strip(), self.state.token):
+            return None
+        return error(401, "Invalid or missing token (send Authorization: Bearer <token>)")
+
     async def log(self, request: Request) -> Response:
         """GET /_sandbox/log: every accepted recipient, SMS and signer."""
-        return JSONResponse(self.state.log())
+        return self._refused(request) or JSONResponse(self.state.log())
 
     async def stats(self, request: Request) -> Response:
         """GET /_sandbox/stats: requests by status, faults fired, credits."""
-        return JSONResponse(self.state.stats())
+        return self._refused(request) or JSONResponse(self.state.stats())
 
     async def requests(self, request: Request) -> Response:
         """GET /_sandbox/requests: the recent /api requests with time, status and fault."""
-        return JSONResponse(self.state.requests())
+        return self._refused(request) or JSONResponse(self.state.requests())
 
     async def faults(self, request: Request) -> Response:
         """GET shows the fault rates; POST {"kind": rate, ...} replaces them."""
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         if request.method == "POST":
             body, _ = await read_json(request, 64 * 1024)
             if not isinstance(body, dict):
