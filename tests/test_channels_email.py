@@ -72,8 +72,16 @@ def test_the_recipient_address_and_default_key() -> None:
     assert EMAIL.address_source(spec()) == "{{ email }}"
     assert EMAIL.address_source(spec(recipient={"email": "{{ mail }}"})) == "{{ mail }}"
     written = [" Ann@Example.COM ", "bob@example.com", ""]
-    assert [EMAIL.key_of(a) for a in written] == ["ann@example.com", "bob@example.com", ""]
-    assert EMAIL.keys_of(pl.Series(written)).to_list() == [EMAIL.key_of(a) for a in written]
+    assert EMAIL.keys_of(pl.Series(written)).to_list() == ["ann@example.com", "bob@example.com", ""]
+
+
+@pytest.mark.parametrize("spelling", ["ana@münchen.de", "Ana@MÜNCHEN.de", "ana@xn--mnchen-3ya.de"])
+def test_one_person_has_one_identity_however_the_domain_is_spelt(spelling: str) -> None:
+    address = EMAIL.normalize_address(spelling)
+    assert address.endswith("@xn--mnchen-3ya.de")
+    assert EMAIL.key_of(address) == "ana@xn--mnchen-3ya.de"
+    with pytest.raises(ValueError):
+        EMAIL.normalize_address("ana@")
 
 
 def test_one_request_carries_every_recipient_of_a_message() -> None:

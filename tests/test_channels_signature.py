@@ -301,7 +301,8 @@ def test_signature_address_and_default_key() -> None:
     other = signature_spec(signers=[{"name": "x", "email": "{{ contact }}"}])
     assert SIGNATURE.address_source(other) == "{{ contact }}"
     written = [" Ann@Example.com", "bob@example.com"]
-    assert SIGNATURE.keys_of(pl.Series(written)).to_list() == [SIGNATURE.key_of(a) for a in written]
+    assert SIGNATURE.keys_of(pl.Series(written)).to_list() == ["ann@example.com", "bob@example.com"]
+    assert SIGNATURE.key_of(SIGNATURE.normalize_address("Ann@Example.com")) == "ann@example.com"
 
 
 def test_a_signature_answer_moves_the_anchor() -> None:

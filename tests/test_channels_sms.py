@@ -194,8 +194,21 @@ def test_sms_address_and_default_key() -> None:
     assert SMS.address_source(sms_spec()) == "{{ phone }}"
     assert SMS.address_source(sms_spec(recipient={"phone": "{{ mobile }}"})) == "{{ mobile }}"
     written = [" +34 (612) 345-678 ", "612.345.678", "+34612345678"]
-    assert [SMS.key_of(a) for a in written] == ["+34612345678", "612345678", "+34612345678"]
-    assert SMS.keys_of(pl.Series(written)).to_list() == [SMS.key_of(a) for a in written]
+    assert SMS.keys_of(pl.Series(written)).to_list() == [
+        "+34612345678",
+        "612345678",
+        "+34612345678",
+    ]
+
+
+@pytest.mark.parametrize("spelling", ["612 345 678", "+34 612 345 678", "0034612345678"])
+def test_one_phone_has_one_identity_however_it_is_written(spelling: str) -> None:
+    assert SMS.key_of(SMS.normalize_address(spelling, "ES")) == "+34612345678"
+
+
+def test_a_landline_cannot_receive_a_certified_sms() -> None:
+    with pytest.raises(ValueError):
+        SMS.normalize_address("912 345 678", "ES")
 
 
 def test_an_sms_request_is_one_text_to_one_phone() -> None:

@@ -118,12 +118,22 @@ class Channel(Protocol):
         """The template giving a row's recipient address (the default key's source)."""
         ...
 
+    def normalize_address(self, raw: str, region: str | None = None) -> str:
+        """The address to send, as the API wants it; ValueError saying why it cannot be."""
+        ...
+
     def key_of(self, address: str) -> str:
-        """The default key of an address as written."""
+        """The recipient's identity, from an address `normalize_address` returned.
+
+        Rows with equal identity are the same person (batch.addresses explains the rule).
+        """
         ...
 
     def keys_of(self, addresses: pl.Series) -> pl.Series:
-        """`key_of` over a column, vectorized."""
+        """The default key of each address as written, vectorized (the dataset's fast path).
+
+        Trimmed; e-mail lower-cased, a phone without spaces, dots, dashes or parentheses.
+        """
         ...
 
     # -- rendering -------------------------------------------------------------------------

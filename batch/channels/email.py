@@ -58,7 +58,9 @@ class EmailBuilder:
         """Subject, body, reply-to and attachments of one row."""
         raw = row.render("recipient.email", self._address)
         address = (
-            None if raw is None else row.check("recipient.email", lambda: normalize_email(raw))
+            None
+            if raw is None
+            else row.check("recipient.email", lambda: EMAIL.normalize_address(raw))
         )
         name = recipient_name(row, self._name)
         subject = row.render("message.subject", self._subject)
@@ -149,12 +151,16 @@ class EmailChannel:
         """`recipient.email`, by default the `email` column."""
         return spec.recipient.email or "{{ email }}"
 
+    def normalize_address(self, raw: str, region: str | None = None) -> str:
+        """The e-mail address, its domain in lower-case ASCII."""
+        return normalize_email(raw)
+
     def key_of(self, address: str) -> str:
-        """The address trimmed and lower-cased."""
-        return address.strip().lower()
+        """The normalised address lower-cased: `Ana@x.es` and `ana@x.es` are one person."""
+        return address.lower()
 
     def keys_of(self, addresses: pl.Series) -> pl.Series:
-        """`key_of` over a column."""
+        """Addresses as written, trimmed and lower-cased."""
         return key_column(addresses, lowercase=True)
 
     def builder(self, spec: JobSpec, templates: Templates, files: JobFiles) -> EmailBuilder:

@@ -161,12 +161,16 @@ class SignatureChannel:
         """The first signer's e-mail (with signer_list, a key column is required instead)."""
         return spec.signers[0].email if spec.signers else "{{ email }}"
 
+    def normalize_address(self, raw: str, region: str | None = None) -> str:
+        """The first signer's e-mail address, its domain in lower-case ASCII."""
+        return normalize_email(raw)
+
     def key_of(self, address: str) -> str:
-        """The address trimmed and lower-cased."""
-        return address.strip().lower()
+        """The normalised address lower-cased."""
+        return address.lower()
 
     def keys_of(self, addresses: pl.Series) -> pl.Series:
-        """`key_of` over a column."""
+        """Addresses as written, trimmed and lower-cased."""
         return key_column(addresses, lowercase=True)
 
     def builder(self, spec: JobSpec, templates: Templates, files: JobFiles) -> SignatureBuilder:

@@ -60,7 +60,7 @@ class SmsBuilder:
         phone = (
             None
             if raw is None
-            else row.check("recipient.phone", lambda: normalize_phone(raw, region))
+            else row.check("recipient.phone", lambda: SMS.normalize_address(raw, region))
         )
         name = recipient_name(row, self._name)
         text = row.render("message.text", self._text)
@@ -108,12 +108,16 @@ class SmsChannel:
         """`recipient.phone`, by default the `phone` column."""
         return spec.recipient.phone or "{{ phone }}"
 
+    def normalize_address(self, raw: str, region: str | None = None) -> str:
+        """The number in E.164, which must be able to receive an SMS (a mobile)."""
+        return normalize_phone(raw, region, mobile_only=True)
+
     def key_of(self, address: str) -> str:
-        """The phone trimmed, without spaces, dots, dashes or parentheses."""
-        return "".join(c for c in address.strip() if not (c.isspace() or c in "().-"))
+        """The E.164 number itself: `612 345 678` and `+34 612 345 678` are one person."""
+        return address
 
     def keys_of(self, addresses: pl.Series) -> pl.Series:
-        """`key_of` over a column."""
+        """Phones as written, trimmed, without spaces, dots, dashes or parentheses."""
         return key_column(addresses, lowercase=False).str.replace_all(r"[\s().-]", "")
 
     def builder(self, spec: JobSpec, templates: Templates, files: JobFiles) -> SmsBuilder:
