@@ -15,7 +15,8 @@ A national number that is a landline of the default region is told it may be a f
 written without its +country code. `612 345 678`, `+34 612 345 678` and `0034612345678`
 (00 is Spain's international prefix) are one number: `+34612345678`.
 
-Identity (`identity_key`): what two rows must share to be the same recipient. For e-mail, the
+Identity (each channel's `key_of`, batch.channels): what two rows must share to be the same
+recipient. For e-mail, the
 normalised address lower-cased (local parts are case-sensitive in theory, never in practice:
 `Ana@x.es` and `ana@x.es` are one person, and two certified notices to one person are the
 costly mistake); for SMS, the E.164 number.
@@ -31,7 +32,6 @@ import json
 import re
 import unicodedata
 from functools import lru_cache
-from typing import Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
@@ -39,7 +39,6 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES, DOT_AT
 from phonenumbers import PhoneNumberType
 
 MAX_SIGNERS = 5  # per signature request
-ChannelKind = Literal["email", "sms", "signature"]
 
 # -- e-mail ---------------------------------------------------------------------------------------
 
@@ -220,28 +219,6 @@ def _mobile_elsewhere(number: phonenumbers.PhoneNumber, region: str) -> list[tup
 
 
 # -- identity -------------------------------------------------------------------------------------
-
-
-def normalize_address(kind: ChannelKind, raw: str, region: str | None = None) -> str:
-    """The address to send for a channel: e-mail (email, signature) or mobile (sms)."""
-    if kind == "sms":
-        return normalize_phone(raw, region, mobile_only=True)
-    if kind in ("email", "signature"):
-        return normalize_email(raw)
-    raise ValueError(f"unknown channel {kind!r}")
-
-
-def identity_key(kind: ChannelKind, address: str) -> str:
-    """The recipient's identity for duplicates, from an address `normalize_address` returned.
-
-    Rows with equal identity are the same person: the dataset's default key and its duplicate
-    check use this, never the address as written.
-    """
-    if kind == "sms":
-        return address
-    if kind in ("email", "signature"):
-        return address.lower()
-    raise ValueError(f"unknown channel {kind!r}")
 
 
 # -- signers --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Certificates: download each recipient's legal PDFs next to the ledger, verified and atomic.
 
 Where: `<output>/<campaign>/certificates/<key>-<type>.pdf`, the type being the API's
-certificate type (delivered, read), `sms`, or for signatures `acta` and `original`. A key is
+certificate type (delivered, read), `sms`, or for signatures `acta` and `original` (each
+channel's `certificate_kinds`, batch.channels). A key is
 made safe for a file name (letters, digits, `.`, `_`, `-`; anything else becomes `_`); when
 that changed it, 8 hex digits of its SHA-256 follow (`a_b~1f2e3d4c`) so two keys never share a
 file.
@@ -30,8 +31,9 @@ from typing import Any
 from batch import errors
 from batch.client import LegallyMailClient
 from batch.files import write_atomic
-from batch.jobfile import Job
+from batch.jobmodel import Job
 from batch.ledger import Ledger
+from batch.runner import build_client
 
 FOLDER = "certificates"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -81,8 +83,6 @@ def download_certificates(
     folder.mkdir(parents=True, exist_ok=True)
     own = client is None
     if client is None:
-        from batch.runner import build_client  # the runner imports the whole send pipeline
-
         client = build_client(job, stop=threading.Event())
     try:
         with Ledger.open(out) as ledger:

@@ -1,151 +1,64 @@
-"""The job file: YAML validated into a typed model, errors located as `file:line key.path`."""
+"""The job file: YAML validated into the job model, errors located as `file:line key.path`.
+
+The model itself (the specs, `Job`, `Period`) lives in batch.jobmodel; this module reads,
+checks and resolves a file into one. What each channel requires is the channel's own
+check (`Channel.job_problems`).
+"""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from batch.channels import channel_for
 from batch.errors import JobFileError
+from batch.jobmodel import (
+    ApiSpec,
+    AttachmentSpec,
+    DatasetSpec,
+    DocumentSpec,
+    Job,
+    JobSpec,
+    LimitsSpec,
+    MessageSpec,
+    Period,
+    RecipientSpec,
+    RetrySpec,
+    ScheduleSpec,
+    SendWindowSpec,
+    SignerSpec,
+)
+from batch.schedule import resolve_period
+from batch.templating import make_environments, template_dirs
 
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors: a typo must never be silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatasetSpec(StrictModel):
-    path: str
-    sheet: str | None = None
-    key: str | None = None  # column name; default: the recipient address
-    where: str | None = None  # polars SQL condition over the columns
-    delimiter: str = ","  # one character, or "auto": pick among , ; tab | and say which
-    encoding: str = "utf-8"  # a byte-order mark (UTF-8, UTF-16) overrides it
-    header_row: int = Field(default=1, ge=1)  # file line / sheet row of the header
-    decimal: Literal[",", "."] = "."  # the dataset's number convention (1.234,56 vs 1,234.56)
-    date_format: str | None = None  # how CSV date cells are written, e.g. "%d/%m/%Y"
-
-
-class RecipientSpec(StrictModel):
-    email: str | None = None  # template over the row (channel email)
-    name: str | None = None  # template over the row
-    phone: str | None = None  # template over the row (channel sms)
-    default_region: str | None = None  # for numbers written without +country code
-
-
-class AttachmentSpec(StrictModel):
-    path: str  # template over the row, relative to the job file, inside its folder
-    name: str | None = None  # template; default: the file's name
-
-
-class MessageSpec(StrictModel):
-    subject: str | None = None  # inline template (email)
-    html: str | None = None  # template file: next to the job file, then templates/ (email)
-    text: str | None = None  # inline template (sms)
-    reply_to: str | None = None
-    reply_to_name: str | None = None
-    attachments: list[AttachmentSpec] = Field(default_factory=list)
-
-
-class SignerSpec(StrictModel):
-    name: str
-    email: str
-    phone: str | None = None
-
-
-class DocumentSpec(StrictModel):
-    path: str  # template over the row: a PDF ≤ 10 MB inside the job's folder
-    name: str | None = None  # template; default: the file's name
-
-
-class ApiSpec(StrictModel):
-    base_url: str = "https://legallymail.com"
-    token_env: str = "LEGALLYMAIL_TOKEN"
-    timeout_seconds: float = Field(default=30.0, gt=0)
-
-
-class LimitsSpec(StrictModel):
-    requests_per_window: int = Field(default=10, ge=1)
-    window_seconds: float = Field(default=60.0, gt=0)
-    max_recipients_per_request: int = Field(default=10, ge=1)
-
-
-class RetrySpec(StrictModel):
-    attempts: int = Field(default=5, ge=1)
-    max_backoff_seconds: float = Field(default=60.0, gt=0)
-
-
-class SendWindowSpec(StrictModel):
-    days: str = "mon-sun"  # e.g. "mon-fri" or "mon,wed,fri"
-    hours: str = "00:00-24:00"  # e.g. "09:00-18:00", in the schedule's timezone
-
-
-class ScheduleSpec(StrictModel):
-    cron: str
-    timezone: str = "UTC"
-    window: SendWindowSpec | None = None
-
-
-class JobSpec(StrictModel):
-    """What the user writes; key names are the interface and must stay stable."""
-
-    campaign: str  # may be a template: rent-{{ today.strftime('%Y-%m') }}, rent-{{ period.label }}
-    channel: Literal["email", "sms", "signature"] = "email"
-    dataset: DatasetSpec
-    recipient: RecipientSpec = Field(default_factory=RecipientSpec)
-    message: MessageSpec = Field(default_factory=MessageSpec)
-    signers: list[SignerSpec] = Field(default_factory=list)  # channel signature, 1 to 5
-    # Channel signature, instead of `signers`: a template rendering, per row, to the signers
-    # (a JSON list of {name, email, phone?}, or `Name <email> [phone]` entries split by `;`).
-    signer_list: str | None = None
-    document: DocumentSpec | None = None  # channel signature
-    language: Literal["es", "en", "fr", "it"] = "es"  # channel signature
-    grouping: Literal["auto", "off"] = "auto"
-    api: ApiSpec = Field(default_factory=ApiSpec)
-    limits: LimitsSpec = Field(default_factory=LimitsSpec)
-    retry: RetrySpec = Field(default_factory=RetrySpec)
-    schedule: ScheduleSpec | None = None
-    output: str = "output"  # folder relative to the job file
-
-
-@dataclass(frozen=True)
-class Period:
-    """A scheduled campaign's period: the latest fire time at or before now."""
-
-    start: datetime  # aware, in the schedule's timezone
-    label: str  # e.g. "2026-11" for a monthly schedule
-
-
-@dataclass(frozen=True)
-class Job:
-    """A loaded job: the spec plus everything resolved from where and when it runs."""
-
-    spec: JobSpec
-    path: Path  # the job file
-    campaign: str  # rendered campaign name, safe as a folder name
-    period: Period | None
-
-    @property
-    def base_dir(self) -> Path:
-        """The job file's folder: dataset, templates and attachments resolve from here."""
-        return self.path.parent.resolve()
-
-    @property
-    def output_dir(self) -> Path:
-        """`<output>/<campaign>/`: ledger, journal, preview, certificates, report."""
-        return (self.base_dir / self.spec.output / self.campaign).resolve()
+# The model's names stay importable from here, where callers have always found them.
+__all__ = [
+    "ApiSpec",
+    "AttachmentSpec",
+    "DatasetSpec",
+    "DocumentSpec",
+    "Job",
+    "JobSpec",
+    "LimitsSpec",
+    "MessageSpec",
+    "Period",
+    "RecipientSpec",
+    "RetrySpec",
+    "ScheduleSpec",
+    "SendWindowSpec",
+    "SignerSpec",
+    "load_job",
+]
 
 
 # --- loading -------------------------------------------------------------------------------
 
-_MAX_SIGNERS = 5  # the API accepts at most 5 signers per request
 _UNSAFE_CAMPAIGN = re.compile(r"[/\\\x00-\x1f]")
 
 
@@ -168,7 +81,7 @@ def load_job(path: Path, *, period: str | None = None, now: datetime | None = No
     except ValidationError as err:
         problems = [(tuple(e["loc"]), _pydantic_message(e)) for e in err.errors()]
         raise _located(shown, root, problems) from None
-    problems = _channel_problems(spec)
+    problems = list(channel_for(spec).job_problems(spec))
     problems += _template_problems(spec, path)
     if problems:
         raise _located(shown, root, problems)
@@ -268,56 +181,8 @@ def _located(
     return err
 
 
-def _channel_problems(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]]:
-    """What each channel needs beyond the shared model."""
-    out: list[tuple[tuple[str | int, ...], str]] = []
-    msg = spec.message
-    if spec.channel == "email":
-        if not msg.subject:
-            out.append((("message", "subject"), "field required for channel email"))
-        if not msg.html:
-            out.append((("message", "html"), "field required for channel email"))
-        if msg.text is not None:
-            out.append((("message", "text"), "only for channel sms"))
-    elif spec.channel == "sms":
-        if not msg.text:
-            out.append((("message", "text"), "field required for channel sms"))
-        out += [(("message", k), "only for channel email") for k in _email_only(msg)]
-    else:
-        if spec.signer_list is not None:
-            if spec.signers:
-                out.append((("signer_list",), "give either signers or signer_list, not both"))
-            if spec.dataset.key is None:
-                out.append((("dataset", "key"), "required with signer_list (a key column)"))
-        elif not spec.signers:
-            out.append((("signers",), "at least one signer required for channel signature"))
-        elif len(spec.signers) > _MAX_SIGNERS:
-            out.append((("signers",), f"at most {_MAX_SIGNERS} signers, found {len(spec.signers)}"))
-        if spec.document is None:
-            out.append((("document",), "field required for channel signature"))
-        out += [(("message", k), "only for channel email") for k in _email_only(msg)]
-        if msg.text is not None:
-            out.append((("message", "text"), "only for channel sms"))
-    if spec.channel != "signature":
-        if spec.signers:
-            out.append((("signers",), "only for channel signature"))
-        if spec.signer_list is not None:
-            out.append((("signer_list",), "only for channel signature"))
-        if spec.document is not None:
-            out.append((("document",), "only for channel signature"))
-    return out
-
-
-def _email_only(msg: MessageSpec) -> list[str]:
-    keys = ("subject", "html", "reply_to", "reply_to_name")
-    found = [k for k in keys if getattr(msg, k) is not None]
-    return found + (["attachments"] if msg.attachments else [])
-
-
 def _template_problems(spec: JobSpec, path: Path) -> list[tuple[tuple[str | int, ...], str]]:
     """Compile every template now so a typo fails before any row is read."""
-    from batch.render import make_environments  # render imports this module
-
     text_env, html_env = make_environments(path.parent)
     out: list[tuple[tuple[str | int, ...], str]] = []
     for loc, source in _inline_templates(spec):
@@ -325,13 +190,13 @@ def _template_problems(spec: JobSpec, path: Path) -> list[tuple[tuple[str | int,
             text_env.from_string(source)
         except jinja2.TemplateSyntaxError as err:
             out.append((loc, f"template error: {err.message} (template line {err.lineno})"))
-    if spec.channel == "email" and spec.message.html:
+    for loc, name in channel_for(spec).template_files(spec):
         try:
-            html_env.get_template(spec.message.html)
+            html_env.get_template(name)
         except jinja2.TemplateNotFound as err:
             out.append(
                 (
-                    ("message", "html"),
+                    loc,
                     f"template not found: {err.name} (looked in "
                     + ", ".join(str(p) for p in template_dirs(path.parent))
                     + ")",
@@ -339,14 +204,8 @@ def _template_problems(spec: JobSpec, path: Path) -> list[tuple[tuple[str | int,
             )
         except jinja2.TemplateSyntaxError as err:
             place = f"{err.filename or err.name}:{err.lineno}"
-            out.append((("message", "html"), f"template error in {place}: {err.message}"))
+            out.append((loc, f"template error in {place}: {err.message}"))
     return out
-
-
-def template_dirs(base_dir: Path) -> list[Path]:
-    """Where template files are looked up: next to the job file, then the templates/ folders."""
-    base = base_dir.resolve()  # a job named as `job.yaml` has parent `.`, whose parent is `.`
-    return [base, base / "templates", base.parent / "templates"]
 
 
 def _inline_templates(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]]:
@@ -379,8 +238,6 @@ def _resolve_period(
     if spec.schedule is None:
         # Without a schedule an explicit --period is just a label for the campaign name.
         return Period(start=now, label=explicit) if explicit else None
-    from batch.schedule import resolve_period  # written alongside; keeps import cycles out
-
     try:
         return resolve_period(spec.schedule, now, explicit=explicit)
     except JobFileError:
@@ -393,8 +250,6 @@ def _render_campaign(
     spec: JobSpec, now: datetime, period: Period | None, shown: str, root: yaml.Node | None
 ) -> str:
     """Render the campaign name and make sure it is one safe folder name."""
-    from batch.render import make_environments
-
     tz = period.start.tzinfo if period is not None else None
     local_now = now.astimezone(tz) if tz is not None else now
     text_env, _ = make_environments(Path("."))

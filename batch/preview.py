@@ -8,9 +8,11 @@ from pathlib import Path
 
 import polars as pl
 
+from batch.channels import channel_for
 from batch.files import write_atomic
-from batch.jobfile import Job
-from batch.render import Message, Renderer, RowProblems, with_meta
+from batch.jobmodel import Job
+from batch.message import Message
+from batch.render import Renderer, RowProblems, with_meta
 
 
 def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 200) -> Path:
@@ -47,28 +49,19 @@ def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 
 
 
 def _message_page(job: Job, message: Message) -> str:
-    content = message.content
     esc = html.escape
-    head = [("to", message.address), ("name", message.name), ("row", str(message.row))]
-    if job.spec.channel == "email":
-        head.insert(0, ("subject", content["subject"]))
-        names = [a["filename"] for a in content.get("attachments", [])]
-        head.append(("attachments", ", ".join(names) or "none"))
-        # srcdoc isolates the body's markup and styles from the preview page around it.
-        body = (
-            f'<iframe style="width:100%;height:80vh" srcdoc="{esc(content["message"])}"></iframe>'
-        )
-    elif job.spec.channel == "sms":
-        body = f"<pre>{esc(content['message'])}</pre><p>{len(content['message'])} characters</p>"
-    else:
-        signers = ", ".join(f"{s['name']} <{s['email']}>" for s in content["signers"])
-        head += [("signers", signers), ("document", content["document_name"])]
-        head.append(("language", content["language"]))
-        body = ""
+    parts = channel_for(job.spec).preview(message)
+    head = [
+        *parts.before,
+        ("to", message.address),
+        ("name", message.name),
+        ("row", str(message.row)),
+        *parts.after,
+    ]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in head)
     title = esc(f"{job.campaign}: {message.key}")
     page = f"<!doctype html><meta charset=utf-8><title>{title}</title><table>{rows}</table>"
-    return f"{page}<hr>{body}\n"
+    return f"{page}<hr>{parts.body}\n"
 
 
 def _safe_name(key: str) -> str:

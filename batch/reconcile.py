@@ -21,6 +21,9 @@ document name). Certified SMS have no listing endpoint, so an SMS in doubt can n
 proven absent: it is never re-sent automatically, and `lmbatch resolve` lets the operator
 settle it after checking the LegallyMail panel (the safest policy: a duplicate legal SMS
 cannot be taken back, a late one can be sent).
+
+Which rule applies is the channel's choice (`Channel.look_up` in batch.channels); the
+orchestration around it (what is recorded, when the run stops) is batch.settle.
 """
 
 from __future__ import annotations
@@ -33,9 +36,12 @@ from typing import Any, Protocol
 import polars as pl
 
 from batch.errors import ApiError, InputError
-from batch.ledger import IN_DOUBT, Ledger, Outcome
+from batch.ledger import FAILED, IN_DOUBT, SENT, Ledger, Outcome
 
-LISTING_LIMIT = 25
+LISTING_LIMIT = 25  # the API's max_limit for /api/emails and /api/signatures
+# error_details of a recipient an accepted send's answer did not name (status in_doubt):
+# `reconcile_in_send` looks it up in that send's own detail.
+MISSING_FROM_ANSWER = "missing from the answer"
 
 
 class Verdict(enum.Enum):
@@ -172,7 +178,7 @@ def _found(detail: dict[str, Any], probe: Probe) -> Finding:
         outcomes.append(
             Outcome(
                 key=key,
-                status="failed" if status == "failed" else "sent",
+                status=FAILED if status == FAILED else SENT,
                 tracking_id=recipient.get("tracking_id"),
                 error_details=recipient.get("error_details"),
             )
@@ -207,7 +213,7 @@ def reconcile_signature(
             continue
         if str(item.get("document_name") or "") != document_name:
             continue
-        outcome = Outcome(key=probe.keys[0], status="sent", tracking_id=uuid)
+        outcome = Outcome(key=probe.keys[0], status=SENT, tracking_id=uuid)
         return Finding(
             Verdict.FOUND,
             parent_tracking_id=uuid,
@@ -240,7 +246,7 @@ def settle_by_hand(
     for (request_id,), rows in doubtful.group_by("request_id", maintain_order=True):
         group_keys = rows["key"].to_list()
         if sent:
-            outcomes = [Outcome(k, "sent", tracking_id, "confirmed by hand") for k in group_keys]
+            outcomes = [Outcome(k, SENT, tracking_id, "confirmed by hand") for k in group_keys]
             ledger.sent(
                 str(request_id),
                 parent_tracking_id=tracking_id,

@@ -1,10 +1,10 @@
-"""What the ledger says: the `status` summary, the campaign report and spreadsheet exports.
+"""What the ledger says: the `status` summary and the campaign report.
 
 `report.html` is one self-contained page: inline CSS and inline SVG charts drawn here, no
 script, no external asset, and a Content-Security-Policy that forbids loading any; every
-value from the data is HTML-escaped. Exports join the dataset's rows with their ledger
-columns; cells a spreadsheet would run as a formula are neutralised with a leading `'`.
-Every file is written atomically (temp file, fsync, rename).
+value from the data is HTML-escaped. It is written atomically (temp file, fsync, rename).
+What differs per channel (the rate shown, what a send in doubt becomes) is the channel's
+(batch.channels). Spreadsheet exports are batch.export's.
 """
 
 from __future__ import annotations
@@ -23,20 +23,11 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from batch.channels import CHANNELS, channel_for
 from batch.files import write_atomic
-from batch.jobfile import Job
+from batch.jobmodel import Job
 from batch.ledger import IN_DOUBT, PENDING, read_ledger
 from batch.plan import eta_seconds
-
-IN_DOUBT_NEXT = (
-    "looked up against the API's latest sends before anything else; found ones are "
-    "recorded as sent, proven-absent ones are sent, the rest stay in doubt (never re-sent blindly)"
-)
-# Certified SMS have no listing to look them up in: only the operator can settle them.
-IN_DOUBT_SMS_NEXT = (
-    "never sent again automatically; find each in the LegallyMail panel, then settle it with "
-    "`lmbatch resolve JOB KEY --sent` (found) or `--not-sent` (absent: the next run sends it)"
-)
 
 
 @dataclass
@@ -120,11 +111,7 @@ def print_status(summary: StatusSummary, console: Console) -> None:
         if len(summary.failures) > 20:
             console.print(f"  … and {len(summary.failures) - 20} more")
     if summary.in_doubt:
-        advice = (
-            f"these SMS are {IN_DOUBT_SMS_NEXT}"
-            if summary.channel == "sms"
-            else f"next run, {IN_DOUBT_NEXT}"
-        )
+        advice = channel_for(summary.channel).in_doubt_advice
         console.print(f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {advice}")
         for key, email, why in summary.in_doubt[:20]:
             console.print(f"  {key} {email}: {why}")
@@ -141,13 +128,10 @@ def print_status(summary: StatusSummary, console: Console) -> None:
 # -- the campaign report ---------------------------------------------------------------------
 
 REPORT_NAME = "report.html"
-_PROBLEMS = ("failed", "bounced", "declined", "rejected", "expired", "cancelled", "canceled")
-# What "done" means per channel, for the rate shown next to the counts.
-_DONE: dict[str, tuple[str, tuple[str, ...]]] = {
-    "email": ("read rate", ("read",)),
-    "sms": ("delivery rate", ("delivered",)),
-    "signature": ("signed rate", ("signed",)),
-}
+# Final statuses that are not success: failed, bounced, declined, rejected, expired, cancelled.
+_PROBLEMS = tuple(
+    sorted({s for c in CHANNELS.values() for s in c.final_statuses - set(c.done_statuses)})
+)
 _COLOURS = {
     "read": "#2e7d32",
     "signed": "#2e7d32",
@@ -186,8 +170,8 @@ class CampaignReport:
 def campaign_report(job: Job) -> CampaignReport:
     """Gather the report's figures from the ledger."""
     ledger = ledger_frame(job)
-    channel = job.spec.channel
-    label, done = _DONE[channel]
+    channel = channel_for(job.spec)
+    label, done = channel.rate_label, channel.done_statuses
     counts: dict[str, int] = {}
     problems: list[dict[str, Any]] = []
     requests: list[datetime] = []
@@ -226,7 +210,7 @@ def campaign_report(job: Job) -> CampaignReport:
     done_count = sum(counts.get(s, 0) for s in done)
     return CampaignReport(
         campaign=job.campaign,
-        channel=channel,
+        channel=channel.name,
         counts=counts,
         sent=sent,
         rate_label=label,

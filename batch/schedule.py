@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import CroniterBadDateError, CroniterError, croniter
 
 from batch.errors import InputError, JobFileError
-from batch.jobfile import Period, ScheduleSpec
+from batch.jobmodel import Period, ScheduleSpec
 
 _MINUTE = timedelta(minutes=1)
 

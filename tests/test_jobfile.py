@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from batch.errors import JobFileError
-from batch.jobfile import load_job, template_dirs
+from batch.jobfile import load_job
+from batch.templating import template_dirs
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "jobs"
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

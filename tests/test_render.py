@@ -13,16 +13,10 @@ import pytest
 from batch.dataset import read_dataset
 from batch.errors import RowError
 from batch.jobfile import Job, load_job
+from batch.message import content_hash
 from batch.preview import write_preview
-from batch.render import (
-    Renderer,
-    RowProblems,
-    content_hash,
-    format_date,
-    money,
-    render_keys,
-    scan,
-)
+from batch.render import Renderer, RowProblems, render_keys, scan
+from batch.templating import format_date, money
 
 PDF = b"%PDF-1.4\n%tiny\n%%EOF\n"
 

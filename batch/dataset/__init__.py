@@ -25,6 +25,7 @@ from pathlib import Path
 import jinja2
 import polars as pl
 
+from batch.channels import channel_for
 from batch.dataset.csv import read_csv
 from batch.dataset.excel import read_excel
 from batch.dataset.problems import DatasetProblems, Problem
@@ -152,12 +153,8 @@ def _default_keys(frame: pl.DataFrame, job: Job) -> pl.Series:
     A plain `{{ column }}` is computed vectorized; anything else is rendered once per row.
     """
     spec = job.spec
-    if spec.channel == "sms":
-        source = spec.recipient.phone or "{{ phone }}"
-    elif spec.channel == "signature":
-        source = spec.signers[0].email if spec.signers else "{{ email }}"
-    else:
-        source = spec.recipient.email or "{{ email }}"
+    channel = channel_for(spec)
+    source = channel.address_source(spec)
     plain = _PLAIN_VARIABLE.match(source)
     if plain and plain.group(1) in frame.columns:
         raw = frame[plain.group(1)].cast(pl.String).fill_null("")
@@ -172,10 +169,7 @@ def _default_keys(frame: pl.DataFrame, job: Job) -> pl.Series:
             except Exception:  # scan reports the row's real error with its field
                 values.append("")
         raw = pl.Series(values, dtype=pl.String)
-    keys = raw.str.strip_chars()
-    if spec.channel == "sms":
-        return keys.str.replace_all(r"[\s().-]", "")
-    return keys.str.to_lowercase()
+    return channel.keys_of(raw)
 
 
 def _data(frame: pl.DataFrame) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,26 @@ def _signature_from(doc: dict[str, Any]) -> SignatureRecord:
     return SignatureRecord(**doc)
 
 
+def _add_email(loaded: Loaded, doc: dict[str, Any], blob: bytes | None) -> None:
+    loaded.emails.append(_email_from(doc))
+
+
+def _add_sms(loaded: Loaded, doc: dict[str, Any], blob: bytes | None) -> None:
+    loaded.sms.append(SmsRecord(**doc))
+
+
+def _add_signature(loaded: Loaded, doc: dict[str, Any], blob: bytes | None) -> None:
+    loaded.signatures.append((_signature_from(doc), bytes(blob or b"")))
+
+
+# How each record kind is read back, by the kind it was saved under.
+_LOADERS: dict[str, Callable[[Loaded, dict[str, Any], bytes | None], None]] = {
+    "email": _add_email,
+    "sms": _add_sms,
+    "signature": _add_signature,
+}
+
+
 class SqliteStore:
     """One sandbox database file; callers serialise access (the state's lock)."""
 
@@ -74,13 +95,9 @@ class SqliteStore:
         loaded = Loaded()
         rows = self._conn.execute("SELECT kind, doc, blob FROM records ORDER BY kind, id")
         for kind, doc_text, blob in rows:
-            doc = json.loads(doc_text)
-            if kind == "email":
-                loaded.emails.append(_email_from(doc))
-            elif kind == "sms":
-                loaded.sms.append(SmsRecord(**doc))
-            elif kind == "signature":
-                loaded.signatures.append((_signature_from(doc), bytes(blob)))
+            add = _LOADERS.get(kind)
+            if add is not None:  # a kind this version does not know is left in the file
+                add(loaded, json.loads(doc_text), blob)
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         if "credits" in meta:
             loaded.credits = int(meta["credits"])

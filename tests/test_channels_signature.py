@@ -1,64 +1,39 @@
-"""Certified SMS and e-signature campaigns end to end: the example jobs against the sandbox.
-
-Each test copies `jobs/` (job files, data, contracts) into a temporary folder, scales the
-rate window to one second and drives validate → run → track → certificates → status,
-report and export. Statuses move when the test moves the sandbox's clock, never with sleeps.
-"""
+"""Electronic signatures: the channel's own rules, and the example job end to end."""
 
 from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
-from click.testing import CliRunner
+from channels_world import (
+    JOBS,
+    SIGNATURE_JOB,
+    SIGNED,
+    World,
+    by_key,
+    cli,
+    make_world,
+    with_signer_list,
+)
 
 from batch import errors
 from batch.addresses import parse_signers
 from batch.certificates import download_certificates
-from batch.cli import main
+from batch.channels.signature import SIGNATURE
 from batch.export import export
-from batch.jobfile import Job, load_job
-from batch.ledger import Entry, Ledger, read_ledger
-from batch.render import SMS_MAX_CHARS
+from batch.jobfile import load_job
+from batch.jobmodel import JobSpec
+from batch.ledger import SENT, Entry
+from batch.message import Message
 from batch.report import campaign_report
 from batch.runner import NullReporter, RunStats, run, validate
-from batch.sandbox import RunningSandbox, ShiftedClock
+from batch.sandbox import RunningSandbox
 from batch.track import track
-
-JOBS = Path(__file__).resolve().parent.parent / "jobs"
-SMS_JOB, SIGNATURE_JOB = "reminders-sms.yaml", "contracts.yaml"
-DELIVERED, SIGNED = 100.0, 200.0  # sandbox seconds after a send: far beyond any test's runtime
-SCALED = """
-limits: {requests_per_window: 10, window_seconds: 1.0}
-retry: {attempts: 4, max_backoff_seconds: 0.2}
-"""
-
-
-@dataclass
-class World:
-    """The sandbox, its clock, and a private copy of jobs/ scaled to a one-second window."""
-
-    sandbox: RunningSandbox
-    clock: ShiftedClock
-    jobs: Path
-
-    def job(self, name: str) -> Job:
-        """Load a copied example job file."""
-        return load_job(self.jobs / name)
-
-    def edit_rows(self, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
-        """Rewrite the copied customers.csv (an example job with bad or special rows)."""
-        path = self.jobs / "data" / "customers.csv"
-        change(pl.read_csv(path, infer_schema=False)).write_csv(path)
-
-    def log(self, channel: str) -> list[dict[str, object]]:
-        """What the sandbox accepted on this channel."""
-        return [e for e in self.sandbox.state.log() if e["channel"] == channel]
 
 
 @pytest.fixture
@@ -66,168 +41,9 @@ def world(
     sandbox_factory: Callable[..., RunningSandbox],
     use_sandbox: Callable[[RunningSandbox], RunningSandbox],
     tmp_path: Path,
-) -> Iterator[World]:
-    """A sandbox at 10 requests per second and the example jobs pointed at it."""
-    clock = ShiftedClock()
-    sandbox = sandbox_factory(
-        rate_limit=10, rate_window=1.0, delivered_after=DELIVERED, read_after=SIGNED, clock=clock
-    )
-    jobs = tmp_path / "jobs"
-    shutil.copytree(JOBS, jobs)
-    for name in (SMS_JOB, SIGNATURE_JOB):
-        path = jobs / name
-        path.write_text(path.read_text(encoding="utf-8") + SCALED, encoding="utf-8")
-    use_sandbox(sandbox)
-    yield World(sandbox, clock, jobs)
-
-
-def cli(*args: str) -> str:
-    """Run `lmbatch ARGS` in-process; its output (the exit code must be 0)."""
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
-def by_key(job: Job) -> dict[str, dict[str, object]]:
-    """The ledger's rows by key."""
-    return {str(r["key"]): r for r in read_ledger(job.output_dir).iter_rows(named=True)}
-
-
-def with_signer_list(job_text: str, template: str) -> str:
-    """The example signature job with its `signers:` block replaced by a `signer_list`."""
-    start, end = job_text.index("signers:"), job_text.index("document:")
-    return f"{job_text[:start]}signer_list: '{template}'\n{job_text[end:]}"
-
-
-# -- SMS ---------------------------------------------------------------------------------------
-
-
-def test_sms_example_validates_to_e164_numbers(world: World) -> None:
-    job = world.job(SMS_JOB)
-    frame, result = validate(job)
-    assert result.errors == [] and result.ok.height == frame.height == 30
-    assert all(a.startswith("+34") and len(a) == 12 for a in result.ok["address"])
-    assert not any(a.endswith("0000") for a in result.ok["address"])  # the sandbox fails those
-
-
-def test_sms_row_errors_name_the_field_and_the_length(world: World) -> None:
-    world.edit_rows(
-        lambda f: f.with_columns(
-            pl.when(pl.col("id") == "C-1002")
-            .then(pl.lit("12"))
-            .otherwise(pl.col("phone"))
-            .alias("phone"),
-            pl.when(pl.col("id") == "C-1004")
-            .then(pl.lit("D" * 280))
-            .otherwise(pl.col("name"))
-            .alias("name"),
-        )
-    )
-    job = world.job(SMS_JOB)
-    _, result = validate(job)
-    found = {(e.key, e.field): e.message for e in result.errors}
-    assert set(found) == {("C-1002", "recipient.phone"), ("C-1004", "message.text")}
-    assert "invalid phone number '12'" in found["C-1002", "recipient.phone"]
-    length = len(f"Hola {'D' * 280}, su recibo C-1004 vence el 2026-04-03.")
-    assert found["C-1004", "message.text"] == (
-        f"text is {length} characters; the limit is {SMS_MAX_CHARS}"
-    )
-    with pytest.raises(errors.RowErrors, match="C-1004"):
-        run(job)
-    assert world.log("sms") == []
-
-
-def test_sms_campaign_runs_tracks_and_reports(world: World) -> None:
-    world.edit_rows(  # one number the carrier rejects (the sandbox fails ...0000)
-        lambda f: f.with_columns(
-            pl.when(pl.col("id") == "C-1007")
-            .then(pl.lit("600000000"))
-            .otherwise(pl.col("phone"))
-            .alias("phone")
-        )
-    )
-    job = world.job(SMS_JOB)
-    summary = run(job)
-    assert summary.exit_code == 0 and summary.counts == {"sent": 30}
-    rows = by_key(job)
-    accepted = world.log("sms")
-    assert sorted(str(e["recipient"]) for e in accepted) == sorted(
-        str(r["email"]) for r in rows.values()
-    )
-    assert {e["tracking_id"] for e in accepted} == {r["tracking_id"] for r in rows.values()}
-    first = rows["C-1001"]
-    assert first["email"] == "+34653464097"
-    assert json.loads(str(first["channel_data"])) == {
-        "status_at_send": "sent",
-        "credits_deducted": 1,
-    }
-    assert world.sandbox.state.request_count(status=429) == 0
-
-    assert track(job).counts == {"sent": 30}  # nothing delivered yet
-    world.clock.advance(DELIVERED + 1)
-    tracked = track(job)
-    assert tracked.counts == {"delivered": 29, "failed": 1} and tracked.open == 0
-    rows = by_key(job)
-    assert rows["C-1007"]["status"] == "failed" and rows["C-1007"]["email"] == "+34600000000"
-    assert rows["C-1001"]["final"] is True and rows["C-1001"]["delivered_at"] is not None
-
-    got = download_certificates(job)
-    assert got.downloaded == 29 and not got.failures
-    assert (job.output_dir / "certificates" / "C-1001-sms.pdf").read_bytes().startswith(b"%PDF")
-
-    report = campaign_report(job)
-    assert report.rate_label == "delivery rate" and report.rate == pytest.approx(29 / 30)
-    assert [(p["key"], p["email"]) for p in report.problems] == [("C-1007", "+34600000000")]
-    assert len(report.certificates) == 29
-    out = cli("status", str(world.jobs / SMS_JOB))
-    assert "C-1007 +34600000000" in out and "nothing left to send" in out
-    out = cli("report", str(world.jobs / SMS_JOB), "--export", "csv")
-    assert "delivery rate: 96.7% of 30 sent" in out and "+34600000000" in out
-    exported = pl.read_csv(job.output_dir / "export.csv", infer_schema=False)
-    row = exported.filter(pl.col("id") == "C-1001").row(0, named=True)
-    assert row["lmbatch_status"] == "delivered"
-    assert row["lmbatch_phone"] == "+34653464097"  # a phone is not a formula: kept as is
-    assert row["lmbatch_tracking_id"] == first["tracking_id"]
-
-
-def test_sms_in_doubt_is_never_sent_again_and_resolve_settles_it(world: World) -> None:
-    world.edit_rows(lambda f: f.head(3))
-    job = world.job(SMS_JOB)
-    world.sandbox.state.faults.force("lost_response", 1)  # the first SMS goes, its answer is lost
-    first = run(job)
-    assert first.counts == {"in_doubt": 1, "sent": 2} and first.exit_code == errors.EXIT_PENDING
-    assert len(world.log("sms")) == 3  # the lost one did reach the API
-    again = run(job)
-    assert again.counts == {"in_doubt": 1, "sent": 2}
-    assert len(world.log("sms")) == 3, "an SMS in doubt must never be re-sent automatically"
-
-    out = cli("status", str(world.jobs / SMS_JOB))
-    assert "C-1001 +34653464097" in out and "lmbatch resolve" in out
-    lost = next(e for e in world.log("sms") if e["recipient"] == "+34653464097")
-    path = str(world.jobs / SMS_JOB)
-    cli("resolve", path, "C-1001", "--sent", "--tracking-id", str(lost["tracking_id"]))
-    assert run(job).counts == {"sent": 3}
-    assert len(world.log("sms")) == 3
-    world.clock.advance(DELIVERED + 1)
-    assert track(job).counts == {"delivered": 3}
-    assert by_key(job)["C-1001"]["tracking_id"] == lost["tracking_id"]
-
-
-def test_sms_in_doubt_said_not_sent_by_hand_is_sent_once(world: World) -> None:
-    world.edit_rows(lambda f: f.head(2))
-    job = world.job(SMS_JOB)
-    _, result = validate(job)
-    row = result.ok.row(0, named=True)
-    job.output_dir.mkdir(parents=True)
-    with Ledger.open(job.output_dir) as ledger:  # a crash after the intent, before the POST
-        entry = Entry(row["key"], row["address"], row["name"], row["content_hash"])
-        ledger.queue(pl.DataFrame([entry._asdict()]))
-        ledger.intent("crashed-request", [entry])
-    assert run(job).counts == {"in_doubt": 1, "sent": 1}
-    assert [e["recipient"] for e in world.log("sms")] == ["+34619722233"]
-    cli("resolve", str(world.jobs / SMS_JOB), row["key"], "--not-sent")
-    assert run(job).counts == {"sent": 2}
-    assert sorted(str(e["recipient"]) for e in world.log("sms")) == ["+34619722233", row["address"]]
+) -> World:
+    """The sandbox and a private copy of jobs/ (channels_world)."""
+    return make_world(sandbox_factory, use_sandbox, tmp_path)
 
 
 # -- signatures ----------------------------------------------------------------------------
@@ -442,3 +258,95 @@ def test_signer_list_job_file_rules(
     path.write_text(change((JOBS / SIGNATURE_JOB).read_text(encoding="utf-8")), encoding="utf-8")
     with pytest.raises(errors.JobFileError, match=expected):
         load_job(path)
+
+
+# -- the channel's own rules ---------------------------------------------------------------
+
+SIGNER = {"name": "{{ name }}", "email": "{{ email }}"}
+SIGNATURE_SPEC: dict[str, Any] = {
+    "campaign": "c",
+    "channel": "signature",
+    "dataset": {"path": "d.csv", "key": "id"},
+    "signers": [SIGNER],
+    "document": {"path": "contracts/{{ id }}.pdf"},
+}
+
+
+def signature_spec(**changes: Any) -> JobSpec:
+    return JobSpec.model_validate(SIGNATURE_SPEC | changes)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, []),
+        ({"signers": [SIGNER] * 6}, [(("signers",), "at most 5 signers, found 6")]),
+        ({"signers": []}, [(("signers",), "at least one signer required for channel signature")]),
+        ({"document": None}, [(("document",), "field required for channel signature")]),
+        (
+            {"message": {"text": "x", "reply_to": "a@example.com"}},
+            [
+                (("message", "reply_to"), "only for channel email"),
+                (("message", "text"), "only for channel sms"),
+            ],
+        ),
+    ],
+)
+def test_signature_job_file_rules(changes: dict[str, Any], expected: list[Any]) -> None:
+    assert sorted(SIGNATURE.job_problems(signature_spec(**changes))) == expected
+
+
+def test_signature_address_and_default_key() -> None:
+    assert SIGNATURE.address_source(signature_spec()) == "{{ email }}"
+    other = signature_spec(signers=[{"name": "x", "email": "{{ contact }}"}])
+    assert SIGNATURE.address_source(other) == "{{ contact }}"
+    written = [" Ann@Example.com", "bob@example.com"]
+    assert SIGNATURE.keys_of(pl.Series(written)).to_list() == ["ann@example.com", "bob@example.com"]
+    assert SIGNATURE.key_of(SIGNATURE.normalize_address("Ann@Example.com")) == "ann@example.com"
+
+
+def test_a_signature_answer_moves_the_anchor() -> None:
+    """A later lost answer is looked up among requests newer than the latest one."""
+    data = {"data": {"uuid": "S-9"}, "status": "pending", "document_name": "c.pdf"}
+    answer = SIGNATURE.answer(data, [Entry("K", "a@example.com", "", "h")])
+    assert answer.parent == answer.anchor == "S-9"
+    assert [(o.key, o.status, o.tracking_id) for o in answer.outcomes] == [("K", SENT, "S-9")]
+    content = {"signers": [{"name": "Ann", "email": "a@example.com"}]}
+    assert SIGNATURE.send_data(data, content) == {
+        "status_at_send": "pending",
+        "document_name": "c.pdf",
+        "created_at": None,
+        "signers": [{"name": "Ann", "email": "a@example.com", "status": "pending"}],
+    }
+    assert SIGNATURE.payload(content, ["a@example.com"]) == content
+    assert not SIGNATURE.groups and SIGNATURE.anchored and SIGNATURE.hashes_address
+
+
+def test_a_declined_request_becomes_ledger_fields_with_its_certificates() -> None:
+    detail = {
+        "status": "declined",
+        "document_hash": "ABC",
+        "download_original_url": "/o.pdf",
+        "signers": [{"signer_name": "Ann", "signer_email": "a@example.com", "status": "declined"}],
+    }
+    fields = SIGNATURE.fields(detail, {"status": SENT, "channel_data": None})
+    assert fields["status"] == "declined" and fields["error_status"] == "declined"
+    assert [c["type"] for c in json.loads(fields["certificates"])] == ["original"]
+    assert json.loads(fields["channel_data"])["signers"][0]["status"] == "declined"
+    signed = SIGNATURE.fields({"status": "signed", "download_acta_url": "/a.pdf"}, {"status": SENT})
+    assert "error_status" not in signed and SIGNATURE.is_final("signed")
+    assert not SIGNATURE.is_final("pending")
+
+
+def test_the_signature_preview_names_signers_and_document() -> None:
+    content = {
+        "signers": [{"name": "Ann", "email": "a@example.com"}],
+        "document_name": "c.pdf",
+        "language": "es",
+    }
+    parts = SIGNATURE.preview(Message("K", 2, "a@example.com", "Ann", content, "h"))
+    assert parts.after == [
+        ("signers", "Ann <a@example.com>"),
+        ("document", "c.pdf"),
+        ("language", "es"),
+    ]

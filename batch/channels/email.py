@@ -1,0 +1,302 @@
+"""Certified e-mail: a subject and an HTML body, attachments, several recipients per request.
+
+Identical messages share one request (grouping); the answer names each recipient with its
+own tracking id. A lost send is looked up in `GET /api/emails` (batch.reconcile).
+"""
+
+from __future__ import annotations
+
+import mimetypes
+from collections.abc import Collection, Iterable
+from html import escape
+from typing import Any
+
+import polars as pl
+
+from batch.addresses import normalize_email
+from batch.answers import api_time, certificate, dumps, ledger_status, merged
+from batch.attachments import JobFiles
+from batch.channels.base import (
+    IN_DOUBT_NEXT,
+    Answer,
+    Built,
+    Loc,
+    PreviewParts,
+    Problem,
+    Row,
+    TrackContext,
+    key_column,
+    recipient_name,
+    signature_only,
+    sms_only,
+)
+from batch.client import LegallyMailClient
+from batch.compiled import Compiled, RowContext, Templates
+from batch.jobmodel import JobSpec
+from batch.ledger import FAILED, IN_DOUBT, SENT, Entry, Outcome
+from batch.message import Message, text_digest
+from batch.reconcile import MISSING_FROM_ANSWER, Finding, Probe, reconcile_email
+
+
+class EmailBuilder:
+    """An e-mail job's compiled templates."""
+
+    def __init__(self, spec: JobSpec, templates: Templates, files: JobFiles) -> None:
+        msg = spec.message
+        self._files = files
+        self._name = templates.inline(spec.recipient.name)
+        self._address = templates.inline(EMAIL.address_source(spec))
+        self._subject = templates.inline(msg.subject)
+        self._html = templates.file(msg.html)
+        self._reply_to = templates.inline(msg.reply_to)
+        self._reply_to_name = templates.inline(msg.reply_to_name)
+        self._attachments = [
+            (templates.inline(a.path), templates.inline(a.name)) for a in msg.attachments
+        ]
+
+    def build(self, row: RowContext) -> Built | None:
+        """Subject, body, reply-to and attachments of one row."""
+        raw = row.render("recipient.email", self._address)
+        address = (
+            None
+            if raw is None
+            else row.check("recipient.email", lambda: EMAIL.normalize_address(raw))
+        )
+        name = recipient_name(row, self._name)
+        subject = row.render("message.subject", self._subject)
+        if subject is not None:
+            # A subject is one header line: newlines coming from data would break it.
+            subject = " ".join(subject.split()) if "\n" in subject else subject.strip()
+            if not subject:
+                row.fail("message.subject", "subject is empty")
+        body = row.render("message.html", self._html)
+        content: dict[str, Any] = {"subject": subject, "message": body}
+        reply = (row.render("message.reply_to", self._reply_to) or "").strip()
+        if reply:
+            content["reply_to"] = row.check("message.reply_to", lambda: normalize_email(reply))
+        reply_name = (row.render("message.reply_to_name", self._reply_to_name) or "").strip()
+        if reply_name:
+            content["reply_to_name"] = reply_name
+        hashable = dict(content)
+        if body is not None:
+            hashable["message"] = text_digest(body)
+        if self._attachments:
+            files: list[dict[str, str]] = []
+            digests: list[dict[str, str]] = []
+            for i, (path_t, name_t) in enumerate(self._attachments):
+                found = self._attachment(row, f"message.attachments[{i}]", path_t, name_t)
+                if found is not None:
+                    files.append(found[0])
+                    digests.append(found[1])
+            content["attachments"] = files
+            hashable["attachments"] = digests
+        if address is None or not subject or body is None or row.errors:
+            return None
+        return address, name, content, hashable, subject
+
+    def _attachment(
+        self,
+        row: RowContext,
+        where: str,
+        path_t: Compiled | None,
+        name_t: Compiled | None,
+    ) -> tuple[dict[str, str], dict[str, str]] | None:
+        rendered = row.render(f"{where}.path", path_t)
+        shown = row.render(f"{where}.name", name_t)
+        if rendered is None:
+            return None
+        path = row.check(f"{where}.path", lambda: self._files.resolve(rendered))
+        entry = None if path is None else row.check(f"{where}.path", lambda: self._files.read(path))
+        if path is None or entry is None:
+            return None
+        filename = (shown or "").strip() or path.name
+        mime = mimetypes.guess_type(filename)[0] or mimetypes.guess_type(path.name)[0]
+        item = {
+            "filename": filename,
+            "content": entry[1],
+            "mime_type": mime or "application/octet-stream",
+        }
+        return item, {**item, "content": entry[2]}
+
+
+class EmailChannel:
+    """Certified e-mail (`POST /api/send-email`)."""
+
+    name = "email"
+    groups = True
+    anchored = True
+    checks_credits = True
+    credit_unit = "e-mail"
+    hashes_address = False  # a group send's recipients share one message
+    final_statuses = frozenset({"read", "bounced", "failed"})
+    rate_label = "read rate"
+    done_statuses: tuple[str, ...] = ("read",)
+    certificate_kinds: tuple[str, ...] = ("delivered", "read")  # the API's certificate_type values
+    in_doubt_advice = f"next run, {IN_DOUBT_NEXT}"
+
+    def job_problems(self, spec: JobSpec) -> list[Problem]:
+        """A subject and an HTML template; no SMS text, no signature fields."""
+        out: list[Problem] = []
+        if not spec.message.subject:
+            out.append((("message", "subject"), "field required for channel email"))
+        if not spec.message.html:
+            out.append((("message", "html"), "field required for channel email"))
+        return out + sms_only(spec) + signature_only(spec)
+
+    def template_files(self, spec: JobSpec) -> list[tuple[Loc, str]]:
+        """The HTML body's template file."""
+        return [(("message", "html"), spec.message.html)] if spec.message.html else []
+
+    def address_source(self, spec: JobSpec) -> str:
+        """`recipient.email`, by default the `email` column."""
+        return spec.recipient.email or "{{ email }}"
+
+    def normalize_address(self, raw: str, region: str | None = None) -> str:
+        """The e-mail address, its domain in lower-case ASCII."""
+        return normalize_email(raw)
+
+    def key_of(self, address: str) -> str:
+        """The normalised address lower-cased: `Ana@x.es` and `ana@x.es` are one person."""
+        return address.lower()
+
+    def keys_of(self, addresses: pl.Series) -> pl.Series:
+        """Addresses as written, trimmed and lower-cased."""
+        return key_column(addresses, lowercase=True)
+
+    def builder(self, spec: JobSpec, templates: Templates, files: JobFiles) -> EmailBuilder:
+        """Compile the e-mail's templates."""
+        return EmailBuilder(spec, templates, files)
+
+    def payload(self, content: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
+        """One message to a comma-separated list of recipients."""
+        return {**content, "recipient": ", ".join(addresses)}
+
+    def post(self, api: LegallyMailClient, payload: dict[str, Any]) -> dict[str, Any]:
+        """`POST /api/send-email`."""
+        return api.send_email(payload)
+
+    def answer(self, data: dict[str, Any], entries: Iterable[Entry]) -> Answer:
+        """Each recipient by its address in the answer; one not named stays in doubt."""
+        parent = data.get("tracking_id")
+        answers = {
+            str(r.get("email") or "").strip().lower(): r for r in data.get("recipients") or []
+        }
+        outcomes = []
+        for entry in entries:
+            found = answers.get((entry.email or "").lower())
+            if found is None:  # accepted, yet not named in the answer: look it up later
+                outcomes.append(Outcome(entry.key, IN_DOUBT, None, MISSING_FROM_ANSWER))
+                continue
+            status = FAILED if found.get("status") == FAILED else SENT
+            outcomes.append(
+                Outcome(entry.key, status, found.get("tracking_id"), found.get("error_details"))
+            )
+        return Answer(str(parent) if parent else None, outcomes, str(parent) if parent else None)
+
+    def send_data(self, data: dict[str, Any], content: dict[str, Any]) -> dict[str, Any] | None:
+        """Nothing: tracking brings everything an e-mail's answer could say."""
+        return None
+
+    def remaining_credits(self, info: dict[str, Any]) -> int | None:
+        """`user.remaining_emails`."""
+        remaining = (info.get("user") or {}).get("remaining_emails")
+        return remaining if isinstance(remaining, int) else None
+
+    def newest_send(self, api: LegallyMailClient) -> str | None:
+        """The newest e-mail's tracking id."""
+        listing = api.list_emails(1)
+        return str(listing[0].get("tracking_id")) if listing else None
+
+    def look_up(
+        self,
+        api: LegallyMailClient,
+        probe: Probe,
+        content: dict[str, Any],
+        known_tracking_ids: Collection[str],
+    ) -> Finding:
+        """By subject and recipients among the e-mails newer than the anchor."""
+        return reconcile_email(api, probe, known_tracking_ids=known_tracking_ids)
+
+    def is_final(self, status: str | None, data: Row | None = None) -> bool:
+        """Read, bounced or failed."""
+        return status in self.final_statuses
+
+    def track(self, ctx: TrackContext, open_rows: list[Row], sent: pl.DataFrame) -> None:
+        """A listing when it pays, then one detail call per send that may have changed."""
+        groups = ctx.changed_groups(
+            open_rows, sent, "GET /api/emails", ctx.api.list_emails, "tracking_id"
+        )
+        for parent, rows in groups:
+            detail = ctx.call("GET /api/email", ctx.api.email, parent)
+            if detail is not None:
+                _from_detail(ctx, detail, rows)
+
+    def preview(self, message: Message) -> PreviewParts:
+        """Subject and attachments; the body in an iframe."""
+        content = message.content
+        names = [a["filename"] for a in content.get("attachments", [])]
+        # srcdoc isolates the body's markup and styles from the preview page around it.
+        body = (
+            f'<iframe style="width:100%;height:80vh" srcdoc="{escape(content["message"])}">'
+            "</iframe>"
+        )
+        return PreviewParts(
+            before=[("subject", content["subject"])],
+            after=[("attachments", ", ".join(names) or "none")],
+            body=body,
+        )
+
+
+def _from_detail(ctx: TrackContext, detail: Row, rows: list[Row]) -> None:
+    recipients = [r for r in detail.get("recipients") or [] if isinstance(r, dict)]
+    by_id = {str(r.get("tracking_id")): r for r in recipients if r.get("tracking_id")}
+    by_address = {str(r.get("email") or "").strip().lower(): r for r in recipients}
+    for row in rows:
+        found = by_id.get(str(row["tracking_id"])) or by_address.get(
+            str(row.get("email") or "").strip().lower()
+        )
+        if found is None and not recipients:
+            found = detail  # a single send described without its recipients list
+        if found is None:
+            ctx.error(
+                f"key {row['key']}: not among the recipients of send {detail.get('tracking_id')}"
+            )
+            continue
+        ctx.write(row, email_fields(found, detail, row))
+
+
+def email_fields(recipient: Row, parent: Row, row: Row) -> Row:
+    """Ledger fields from one recipient of `GET /api/email`."""
+    raw = str(recipient.get("status") or row["status"])
+    status, data = ledger_status(raw)
+    fields: Row = {
+        "status": status,
+        "delivered_at": api_time(recipient.get("delivered_at")),
+        "read_at": api_time(recipient.get("read_at")),
+        "error_details": recipient.get("error_details") or None,
+    }
+    error_status = recipient.get("error_status")
+    if not error_status and status in ("bounced", FAILED):
+        error_status = parent.get("error_status") or status
+    if error_status:
+        fields["error_status"] = str(error_status)
+    certificates = [
+        certificate(
+            str(c.get("certificate_type") or "certificate"),
+            c.get("pdf_download_url"),
+            c.get("file_hash"),
+            c.get("confirmed_at"),
+            c.get("has_tsr"),
+            c.get("has_tsq"),
+        )
+        for c in recipient.get("certificates") or []
+        if isinstance(c, dict)
+    ]
+    if certificates:
+        fields["certificates"] = dumps(certificates)
+    if data:
+        fields["channel_data"] = merged(row, data)
+    return fields
+
+
+EMAIL = EmailChannel()

@@ -1,0 +1,322 @@
+"""Electronic signature: one PDF to 1–5 signers per request.
+
+A signature request is found again by its first signer's e-mail and its document name in
+`GET /api/signatures`; its certificates are the signed record (`acta`) and the original.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from batch.addresses import normalize_email, normalize_phone, parse_signers
+from batch.answers import certificate, dumps, ledger_status, merged
+from batch.attachments import JobFiles
+from batch.channels.base import (
+    IN_DOUBT_NEXT,
+    Answer,
+    Built,
+    Loc,
+    PreviewParts,
+    Problem,
+    Row,
+    TrackContext,
+    email_only,
+    key_column,
+    sms_only,
+)
+from batch.client import LegallyMailClient
+from batch.compiled import RowContext, Templates
+from batch.jobmodel import JobSpec
+from batch.ledger import SENT, Entry, Outcome
+from batch.message import Message
+from batch.reconcile import Finding, Probe, reconcile_signature
+
+MAX_SIGNERS = 5  # the API accepts at most 5 signers per request
+DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB
+
+
+class SignatureBuilder:
+    """A signature job's compiled templates."""
+
+    def __init__(self, spec: JobSpec, templates: Templates, files: JobFiles) -> None:
+        inline = templates.inline
+        self._files = files
+        self._region = spec.recipient.default_region
+        self._language = spec.language
+        self._signers = [(inline(s.name), inline(s.email), inline(s.phone)) for s in spec.signers]
+        self._signer_list = inline(spec.signer_list)
+        self._doc_path = inline(spec.document.path) if spec.document else None
+        self._doc_name = inline(spec.document.name) if spec.document else None
+
+    def build(self, row: RowContext) -> Built | None:
+        """The signers, validated, and the PDF document."""
+        signers: list[dict[str, str]] = []
+        for where, name, raw_email, raw_phone in self._raw_signers(row):
+            signer = {"name": name}
+            if raw_email is not None:
+                email = row.check(f"{where}.email", partial(normalize_email, raw_email))
+                signer["email"] = email or ""
+            if raw_phone:  # the phone is optional: an empty cell means none
+                phone = row.check(
+                    f"{where}.phone", partial(normalize_phone, raw_phone, self._region)
+                )
+                signer["phone"] = phone or ""
+            signers.append(signer)
+        doc_path = row.render("document.path", self._doc_path)
+        doc_name = (row.render("document.name", self._doc_name) or "").strip()
+        document = None if doc_path is None else self._document(row, doc_path)
+        if document is None or row.errors or not signers:
+            return None
+        path, b64, digest = document
+        name = doc_name or path.name
+        content = {
+            "signers": signers,
+            "document": b64,
+            "document_name": name,
+            "language": self._language,
+        }
+        hashable = {**content, "document": digest}
+        return signers[0]["email"], signers[0]["name"], content, hashable, ""
+
+    def _raw_signers(self, row: RowContext) -> list[tuple[str, str, str | None, str]]:
+        """(field, name, e-mail, phone) of each signer as rendered, before validation."""
+        if self._signer_list is None:
+            out = []
+            for i, (name_t, email_t, phone_t) in enumerate(self._signers):
+                where = f"signers[{i}]"
+                name = (row.render(f"{where}.name", name_t) or "").strip()
+                email = row.render(f"{where}.email", email_t)
+                phone = (row.render(f"{where}.phone", phone_t) or "").strip()
+                out.append((where, name, email, phone))
+            return out
+        rendered = row.render("signer_list", self._signer_list)
+        listed = (
+            None if rendered is None else row.check("signer_list", partial(parse_signers, rendered))
+        )
+        return [
+            (f"signer_list[{i}]", name, email, phone)
+            for i, (name, email, phone) in enumerate(listed or [])
+        ]
+
+    def _document(self, row: RowContext, rendered: str) -> tuple[Path, str, str] | None:
+        path = row.check("document.path", lambda: self._files.resolve(rendered))
+        if path is None:
+            return None
+        size = path.stat().st_size
+        if size > DOCUMENT_MAX_BYTES:
+            row.fail("document.path", f"{rendered!r} is {size:,} bytes; the limit is 10 MB")
+            return None
+        entry = row.check("document.path", lambda: self._files.read(path))
+        if entry is None:
+            return None
+        if not entry[0].startswith(b"%PDF"):
+            row.fail("document.path", f"{rendered!r} is not a PDF (it does not start with %PDF)")
+            return None
+        return path, entry[1], entry[2]
+
+
+class SignatureChannel:
+    """Electronic signature requests (`POST /api/send-signature`)."""
+
+    name = "signature"
+    groups = False
+    anchored = True
+    checks_credits = False
+    credit_unit = "signature"
+    hashes_address = True  # distinct requests must never look identical
+    final_statuses = frozenset(
+        {"signed", "declined", "expired", "cancelled", "canceled", "rejected"}
+    )
+    rate_label = "signed rate"
+    done_statuses: tuple[str, ...] = ("signed",)
+    certificate_kinds: tuple[str, ...] = ("acta", "original")
+    in_doubt_advice = f"next run, {IN_DOUBT_NEXT}"
+
+    def job_problems(self, spec: JobSpec) -> list[Problem]:
+        """Signers (1 to 5, or a signer_list with a key column) and a document."""
+        out: list[Problem] = []
+        if spec.signer_list is not None:
+            if spec.signers:
+                out.append((("signer_list",), "give either signers or signer_list, not both"))
+            if spec.dataset.key is None:
+                out.append((("dataset", "key"), "required with signer_list (a key column)"))
+        elif not spec.signers:
+            out.append((("signers",), "at least one signer required for channel signature"))
+        elif len(spec.signers) > MAX_SIGNERS:
+            out.append((("signers",), f"at most {MAX_SIGNERS} signers, found {len(spec.signers)}"))
+        if spec.document is None:
+            out.append((("document",), "field required for channel signature"))
+        return out + email_only(spec) + sms_only(spec)
+
+    def template_files(self, spec: JobSpec) -> list[tuple[Loc, str]]:
+        """None yet: the document is a ready-made PDF."""
+        return []
+
+    def address_source(self, spec: JobSpec) -> str:
+        """The first signer's e-mail (with signer_list, a key column is required instead)."""
+        return spec.signers[0].email if spec.signers else "{{ email }}"
+
+    def normalize_address(self, raw: str, region: str | None = None) -> str:
+        """The first signer's e-mail address, its domain in lower-case ASCII."""
+        return normalize_email(raw)
+
+    def key_of(self, address: str) -> str:
+        """The normalised address lower-cased."""
+        return address.lower()
+
+    def keys_of(self, addresses: pl.Series) -> pl.Series:
+        """Addresses as written, trimmed and lower-cased."""
+        return key_column(addresses, lowercase=True)
+
+    def builder(self, spec: JobSpec, templates: Templates, files: JobFiles) -> SignatureBuilder:
+        """Compile the signers' and document's templates."""
+        return SignatureBuilder(spec, templates, files)
+
+    def payload(self, content: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
+        """The content as built: the signers are in it."""
+        return dict(content)
+
+    def post(self, api: LegallyMailClient, payload: dict[str, Any]) -> dict[str, Any]:
+        """`POST /api/send-signature`."""
+        return api.send_signature(payload)
+
+    def answer(self, data: dict[str, Any], entries: Iterable[Entry]) -> Answer:
+        """The request's uuid is its tracking id, and the new anchor.
+
+        A later lost answer is looked up among the requests newer than this one: with a
+        stale anchor it would fall out of the 25-item listing in a long campaign.
+        """
+        uid = data.get("uuid") or (data.get("data") or {}).get("uuid")
+        parent = str(uid) if uid else None
+        return Answer(parent, [Outcome(e.key, SENT, parent, None) for e in entries], parent)
+
+    def send_data(self, data: dict[str, Any], content: dict[str, Any]) -> dict[str, Any] | None:
+        """The status at send time, the document's name and each signer as sent.
+
+        Tracking replaces the signers with the API's per-signer statuses.
+        """
+        status = data.get("status")
+        signers = [
+            {**signer, "status": status}
+            for signer in content.get("signers") or []
+            if isinstance(signer, dict)
+        ]
+        return {
+            "status_at_send": status,
+            "document_name": data.get("document_name"),
+            "created_at": data.get("created_at"),
+            "signers": signers,
+        }
+
+    def remaining_credits(self, info: dict[str, Any]) -> int | None:
+        """Unknown: the API's info names e-mail credits only."""
+        return None
+
+    def newest_send(self, api: LegallyMailClient) -> str | None:
+        """The newest signature request's uuid."""
+        listing = api.signatures(1)
+        return str(listing[0].get("uuid")) if listing else None
+
+    def look_up(
+        self,
+        api: LegallyMailClient,
+        probe: Probe,
+        content: dict[str, Any],
+        known_tracking_ids: Collection[str],
+    ) -> Finding:
+        """By first signer and document name among the requests newer than the anchor."""
+        return reconcile_signature(
+            api,
+            probe,
+            document_name=str(content.get("document_name", "")),
+            known_tracking_ids=known_tracking_ids,
+        )
+
+    def is_final(self, status: str | None, data: Row | None = None) -> bool:
+        """Signed, declined, expired, cancelled or rejected."""
+        return status in self.final_statuses
+
+    def track(self, ctx: TrackContext, open_rows: list[Row], sent: pl.DataFrame) -> None:
+        """A listing when it pays, then one detail call per request that may have changed."""
+        groups = ctx.changed_groups(
+            open_rows, sent, "GET /api/signatures", ctx.api.signatures, "uuid"
+        )
+        for uid, rows in groups:
+            detail = ctx.call("GET /api/signature", ctx.api.signature, uid)
+            if detail is not None:
+                for row in rows:
+                    ctx.write(row, self.fields(detail, row))
+
+    def fields(self, detail: Row, row: Row) -> Row:
+        """Ledger fields from `GET /api/signature`."""
+        status, data = ledger_status(str(detail.get("status") or row["status"]))
+        signers = [
+            {
+                "name": s.get("signer_name"),
+                "email": s.get("signer_email"),
+                "phone": s.get("signer_phone"),
+                "status": s.get("status"),
+                "signed_at": s.get("signed_at"),
+            }
+            for s in detail.get("signers") or []
+            if isinstance(s, dict)
+        ]
+        data |= {
+            "signed_at": detail.get("signed_at"),
+            "expires_at": detail.get("expires_at"),
+            "document_hash": detail.get("document_hash"),
+            "signed_document_hash": detail.get("signed_document_hash"),
+            "download_acta_url": detail.get("download_acta_url"),
+            "download_original_url": detail.get("download_original_url"),
+            "signers": signers,
+        }
+        certificates = []
+        if detail.get("download_acta_url"):
+            # The acta is the signed record: the API's signed_document_hash is its SHA-256.
+            certificates.append(
+                certificate(
+                    "acta",
+                    detail["download_acta_url"],
+                    detail.get("signed_document_hash"),
+                    detail.get("signed_at"),
+                    None,
+                    None,
+                )
+            )
+        if detail.get("download_original_url"):
+            certificates.append(
+                certificate(
+                    "original",
+                    detail["download_original_url"],
+                    detail.get("document_hash"),
+                    detail.get("created_at"),
+                    None,
+                    None,
+                )
+            )
+        fields: Row = {"status": status, "channel_data": merged(row, data)}
+        if certificates:
+            fields["certificates"] = dumps(certificates)
+        if status in self.final_statuses and status != "signed":
+            fields["error_status"] = status
+        return fields
+
+    def preview(self, message: Message) -> PreviewParts:
+        """The signers, the document's name and the language."""
+        content = message.content
+        signers = ", ".join(f"{s['name']} <{s['email']}>" for s in content["signers"])
+        return PreviewParts(
+            after=[
+                ("signers", signers),
+                ("document", content["document_name"]),
+                ("language", content["language"]),
+            ]
+        )
+
+
+SIGNATURE = SignatureChannel()

@@ -1,0 +1,143 @@
+"""The job model: what a job file may say (pydantic specs) and a loaded `Job`.
+
+It imports nothing from batch, so every stage (templating, rendering,
+scheduling, channels) can name the model without importing how a job file is read
+(batch.jobfile).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors: a typo must never be silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(StrictModel):
+    path: str
+    sheet: str | None = None
+    key: str | None = None  # column name; default: the recipient address
+    where: str | None = None  # polars SQL condition over the columns
+    delimiter: str = ","  # one character, or "auto": pick among , ; tab | and say which
+    encoding: str = "utf-8"  # a byte-order mark (UTF-8, UTF-16) overrides it
+    header_row: int = Field(default=1, ge=1)  # file line / sheet row of the header
+    decimal: Literal[",", "."] = "."  # the dataset's number convention (1.234,56 vs 1,234.56)
+    date_format: str | None = None  # how CSV date cells are written, e.g. "%d/%m/%Y"
+
+
+class RecipientSpec(StrictModel):
+    email: str | None = None  # template over the row (channel email)
+    name: str | None = None  # template over the row
+    phone: str | None = None  # template over the row (channel sms)
+    default_region: str | None = None  # for numbers written without +country code
+
+
+class AttachmentSpec(StrictModel):
+    path: str  # template over the row, relative to the job file, inside its folder
+    name: str | None = None  # template; default: the file's name
+
+
+class MessageSpec(StrictModel):
+    subject: str | None = None  # inline template (email)
+    html: str | None = None  # template file: next to the job file, then templates/ (email)
+    text: str | None = None  # inline template (sms)
+    reply_to: str | None = None
+    reply_to_name: str | None = None
+    attachments: list[AttachmentSpec] = Field(default_factory=list)
+
+
+class SignerSpec(StrictModel):
+    name: str
+    email: str
+    phone: str | None = None
+
+
+class DocumentSpec(StrictModel):
+    path: str  # template over the row: a PDF ≤ 10 MB inside the job's folder
+    name: str | None = None  # template; default: the file's name
+
+
+class ApiSpec(StrictModel):
+    base_url: str = "https://legallymail.com"
+    token_env: str = "LEGALLYMAIL_TOKEN"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+
+class LimitsSpec(StrictModel):
+    requests_per_window: int = Field(default=10, ge=1)
+    window_seconds: float = Field(default=60.0, gt=0)
+    max_recipients_per_request: int = Field(default=10, ge=1)
+
+
+class RetrySpec(StrictModel):
+    attempts: int = Field(default=5, ge=1)
+    max_backoff_seconds: float = Field(default=60.0, gt=0)
+
+
+class SendWindowSpec(StrictModel):
+    days: str = "mon-sun"  # e.g. "mon-fri" or "mon,wed,fri"
+    hours: str = "00:00-24:00"  # e.g. "09:00-18:00", in the schedule's timezone
+
+
+class ScheduleSpec(StrictModel):
+    cron: str
+    timezone: str = "UTC"
+    window: SendWindowSpec | None = None
+
+
+class JobSpec(StrictModel):
+    """What the user writes; key names are the interface and must stay stable."""
+
+    campaign: str  # may be a template: rent-{{ today.strftime('%Y-%m') }}, rent-{{ period.label }}
+    channel: Literal["email", "sms", "signature"] = "email"
+    dataset: DatasetSpec
+    recipient: RecipientSpec = Field(default_factory=RecipientSpec)
+    message: MessageSpec = Field(default_factory=MessageSpec)
+    signers: list[SignerSpec] = Field(default_factory=list)  # channel signature, 1 to 5
+    # Channel signature, instead of `signers`: a template rendering, per row, to the signers
+    # (a JSON list of {name, email, phone?}, or `Name <email> [phone]` entries split by `;`).
+    signer_list: str | None = None
+    document: DocumentSpec | None = None  # channel signature
+    language: Literal["es", "en", "fr", "it"] = "es"  # channel signature
+    grouping: Literal["auto", "off"] = "auto"
+    api: ApiSpec = Field(default_factory=ApiSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    retry: RetrySpec = Field(default_factory=RetrySpec)
+    schedule: ScheduleSpec | None = None
+    output: str = "output"  # folder relative to the job file
+
+
+@dataclass(frozen=True)
+class Period:
+    """A scheduled campaign's period: the latest fire time at or before now."""
+
+    start: datetime  # aware, in the schedule's timezone
+    label: str  # e.g. "2026-11" for a monthly schedule
+
+
+@dataclass(frozen=True)
+class Job:
+    """A loaded job: the spec plus everything resolved from where and when it runs."""
+
+    spec: JobSpec
+    path: Path  # the job file
+    campaign: str  # rendered campaign name, safe as a folder name
+    period: Period | None
+
+    @property
+    def base_dir(self) -> Path:
+        """The job file's folder: dataset, templates and attachments resolve from here."""
+        return self.path.parent.resolve()
+
+    @property
+    def output_dir(self) -> Path:
+        """`<output>/<campaign>/`: ledger, journal, preview, certificates, report."""
+        return (self.base_dir / self.spec.output / self.campaign).resolve()
