@@ -536,9 +536,15 @@ def test_signature_export_has_signed_expiry_and_signers(tmp_path: Path) -> None:
 
 
 def test_a_request_awaiting_signature_is_not_reached_with_its_expiry(tmp_path: Path) -> None:
-    data = campaign_report(signature_campaign(tmp_path))
+    job = signature_campaign(tmp_path)
+    data = campaign_report(job)
     assert [(r.key, r.reason) for r in data.not_reached] == [
         ("S-2", "awaiting signature (1 of 2 signers signed); expires 2026-04-01 23:59:59 CEST")
     ]
     assert data.credits is None  # the API reports none for signatures
     assert data.rate == pytest.approx(0.5)
+    page = write_report(job).read_text(encoding="utf-8")
+    assert "<th>signed</th><th>expires</th>" in page
+    assert "signers: S-1 &lt;ana@example.es&gt;: signed; Notaría Central" in page
+    assert "Contrato {{ id }}.pdf (per recipient)" in page and "+34600111222" in page
+    assert "not reported by the API for this channel" in page
