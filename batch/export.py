@@ -15,18 +15,27 @@ anything:
 The address column is named for the channel: `lmbatch_email` (e-mail, signature: the first
 signer) or `lmbatch_phone` (SMS, E.164); the ledger may call it `email` or `address`.
 Every file is written atomically (temp file, fsync, rename).
+
+Times come twice: `lmbatch_<time>_utc` as the ledger keeps them, and `lmbatch_<time> (<zone>)`
+in the campaign's time zone (`Job.tz`), the zone named in the header because a spreadsheet
+cell cannot say it. The channel adds its own times and notes (a signature's `signed_at`,
+`expires_at` and signers with their statuses, batch.channels); every export has one
+`lmbatch_certificate_<type>` column per certificate type, the file's absolute path.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from datetime import datetime, tzinfo
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 import xlsxwriter
 
+from batch.answers import json_object, utc
+from batch.channels import channel_for
 from batch.dataset import read_dataset
 from batch.errors import BatchError
 from batch.files import fsync_dir
@@ -78,11 +87,12 @@ def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> P
     exported = {address: address_header(job.spec.channel), **_EXPORTED}
     if not ledger.height:
         ledger = pl.DataFrame(schema={c: pl.String for c in ["key", *exported]})
+    evidence = _evidence_columns(job, ledger)
     ledger = ledger.select(
         pl.col("key").cast(pl.String).alias("__key__"),
         *(_naive(pl.col(c), ledger.schema[c]).alias(name) for c, name in exported.items()),
-    )
-    clash = [c for c in exported.values() if c in rows.columns]
+    ).join(evidence, on="__key__", how="left")
+    clash = [c for c in ledger.columns if c != "__key__" and c in rows.columns]
     if clash:
         raise BatchError(f"the dataset already has column(s) {', '.join(clash)}")
     joined = (
@@ -154,6 +164,56 @@ def neutralise(frame: pl.DataFrame) -> pl.DataFrame:
         if dtype == pl.String
     )
     return out.rename({c: f"'{c}" for c in out.columns if is_risky(c)})
+
+
+_LOCAL = ("sent_at", "delivered_at", "read_at")  # shared times that get a local column
+
+
+def _evidence_columns(job: Job, ledger: pl.DataFrame) -> pl.DataFrame:
+    """Per key: local times, the channel's own times and notes, certificate paths."""
+    channel, tz = channel_for(job.spec), job.tz
+    zone = getattr(tz, "key", None) or str(tz)
+    own = [t for t in channel.evidence_times if t not in _LOCAL]
+    times: dict[str, list[datetime | None]] = {}
+    for name in own:
+        times[f"lmbatch_{name}_utc"] = []
+    for name in (*_LOCAL, *own):
+        times[f"lmbatch_{name} ({zone})"] = []
+    files: dict[str, list[str | None]] = {
+        f"lmbatch_certificate_{kind}": [] for kind in channel.certificate_kinds
+    }
+    notes: list[dict[str, str]] = []
+    keys: list[str] = []
+    for row in ledger.iter_rows(named=True):
+        keys.append(str(row["key"]))
+        evidence = channel.evidence(row)
+        found = evidence.times
+        notes.append(evidence.notes)
+        for name in own:
+            times[f"lmbatch_{name}_utc"].append(_wall(found.get(name), None))
+        for name in (*_LOCAL, *own):
+            at = row.get(name) if name in _LOCAL else found.get(name)
+            times[f"lmbatch_{name} ({zone})"].append(_wall(at, tz))
+        paths = json_object(row.get("certificate_paths"))
+        for kind in channel.certificate_kinds:
+            path = job.output_dir / str(paths[kind]) if kind in paths else None
+            files[f"lmbatch_certificate_{kind}"].append(
+                str(path) if path is not None and path.is_file() else None
+            )
+    columns: dict[str, pl.Series] = {"__key__": pl.Series(keys, dtype=pl.String)}
+    columns |= {c: pl.Series(v, dtype=pl.Datetime("us")) for c, v in times.items()}
+    for name in sorted({n for row_notes in notes for n in row_notes}):
+        columns[f"lmbatch_{name}"] = pl.Series([n.get(name) for n in notes], dtype=pl.String)
+    columns |= {c: pl.Series(v, dtype=pl.String) for c, v in files.items()}
+    return pl.DataFrame(columns)
+
+
+def _wall(at: Any, tz: tzinfo | None) -> datetime | None:
+    """An instant as a spreadsheet's naive wall time: in `tz`, or UTC when None."""
+    if not isinstance(at, datetime):
+        return None
+    moment = utc(at)
+    return (moment.astimezone(tz) if tz is not None else moment).replace(tzinfo=None)
 
 
 def _naive(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:

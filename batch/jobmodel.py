@@ -7,12 +7,15 @@ scheduling, channels) can name the model without importing how a job file is rea
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class StrictModel(BaseModel):
@@ -112,7 +115,20 @@ class JobSpec(StrictModel):
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     retry: RetrySpec = Field(default_factory=RetrySpec)
     schedule: ScheduleSpec | None = None
+    # IANA name of the zone every time a person reads is shown in (report, exports' local
+    # columns); default: the schedule's, else the machine's. The ledger stays in UTC.
+    timezone: str | None = None
     output: str = "output"  # folder relative to the job file
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and zone(value) is None:
+            raise ValueError(
+                f"unknown time zone {value!r}: use an IANA name such as Europe/Madrid, "
+                "America/New_York or UTC"
+            )
+        return value
 
 
 @dataclass(frozen=True)
@@ -138,6 +154,42 @@ class Job:
         return self.path.parent.resolve()
 
     @property
+    def tz(self) -> ZoneInfo:
+        """The campaign's time zone: `timezone:`, else the schedule's, else the machine's."""
+        if self.spec.timezone is not None:
+            return ZoneInfo(self.spec.timezone)
+        if self.spec.schedule is not None:
+            return zone(self.spec.schedule.timezone) or local_zone()
+        return local_zone()
+
+    @property
     def output_dir(self) -> Path:
         """`<output>/<campaign>/`: ledger, journal, preview, certificates, report."""
         return (self.base_dir / self.spec.output / self.campaign).resolve()
+
+
+def zone(name: str) -> ZoneInfo | None:
+    """The IANA zone `name`, or None when there is no such zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+def local_zone() -> ZoneInfo:
+    """The machine's zone by its IANA name, for headers such as "sent_at (Europe/Madrid)".
+
+    The C library's own sources, in its order: `$TZ`, then the zone /etc/localtime links to
+    (or /etc/timezone names); UTC when none names a zone.
+    """
+    names = [os.environ.get("TZ", "").lstrip(":")]
+    target = os.path.realpath("/etc/localtime")
+    if "zoneinfo/" in target:
+        names.append(target.split("zoneinfo/", 1)[1])
+    with contextlib.suppress(OSError):
+        names.append(Path("/etc/timezone").read_text(encoding="utf-8").strip())
+    for name in names:
+        found = zone(name) if name else None
+        if found is not None:
+            return found
+    return ZoneInfo("UTC")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 import polars as pl
@@ -61,6 +62,16 @@ class PreviewParts:
     body: str = ""  # HTML below the header
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What one ledger row says beyond the shared columns, for the report and the exports."""
+
+    times: dict[str, datetime | None]  # the channel's `evidence_times`, aware UTC
+    notes: dict[str, str] = field(default_factory=dict)  # e.g. the signers and their statuses
+    waiting: str | None = None  # sent, yet not reached until someone acts ("awaiting signature")
+    credits: int | None = None  # credits this row used, when the channel knows
+
+
 class TrackContext(Protocol):
     """What a channel's tracking pass may use of the tracker (batch.tracker)."""
 
@@ -104,6 +115,7 @@ class Channel(Protocol):
     done_statuses: tuple[str, ...]
     certificate_kinds: tuple[str, ...]  # the `type`s its certificates are stored under
     in_doubt_advice: str  # `lmbatch status`: what happens to a send in doubt
+    evidence_times: tuple[str, ...]  # the report's and exports' times after `sent_at`
 
     # -- job file and dataset ---------------------------------------------------------------
     def job_problems(self, spec: JobSpec) -> list[Problem]:
@@ -190,6 +202,15 @@ class Channel(Protocol):
         """This channel's part of a message's preview page."""
         ...
 
+    # -- report and exports ----------------------------------------------------------------
+    def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """What the campaign sends, as the report's header rows (subject, reply-to, …)."""
+        ...
+
+    def evidence(self, row: Row) -> Evidence:
+        """A ledger row's channel-specific times, notes and credits."""
+        ...
+
 
 # -- helpers shared by the channel modules ---------------------------------------------------
 
@@ -200,6 +221,16 @@ def recipient_name(row: RowContext, template: Compiled | None) -> str:
         return (row.render("recipient.name", template) or "").strip()
     value = row.data.get("name")  # the obvious column, when the job names none
     return "" if value is None else str(value).strip()
+
+
+def sender(spec: JobSpec) -> str:
+    """Who sends: the API account the job's token belongs to (the report's "sender")."""
+    return f"the LegallyMail account of the token in ${spec.api.token_env} ({spec.api.base_url})"
+
+
+def per_row(template: str) -> str:
+    """A job-file template as the report shows it: marked when it varies per recipient."""
+    return f"{template} (per recipient)" if "{{" in template or "{%" in template else template
 
 
 def email_only(spec: JobSpec) -> list[Problem]:

@@ -14,19 +14,22 @@ from typing import Any
 import polars as pl
 
 from batch.addresses import normalize_email
-from batch.answers import api_time, certificate, dumps, ledger_status, merged
+from batch.answers import api_time, certificate, dumps, ledger_status, merged, utc
 from batch.attachments import JobFiles
 from batch.channels.base import (
     IN_DOUBT_NEXT,
     Answer,
     Built,
+    Evidence,
     Loc,
     PreviewParts,
     Problem,
     Row,
     TrackContext,
     key_column,
+    per_row,
     recipient_name,
+    sender,
     signature_only,
     sms_only,
 )
@@ -133,6 +136,7 @@ class EmailChannel:
     done_statuses: tuple[str, ...] = ("read",)
     certificate_kinds: tuple[str, ...] = ("delivered", "read")  # the API's certificate_type values
     in_doubt_advice = f"next run, {IN_DOUBT_NEXT}"
+    evidence_times: tuple[str, ...] = ("delivered_at", "read_at")
 
     def job_problems(self, spec: JobSpec) -> list[Problem]:
         """A subject and an HTML template; no SMS text, no signature fields."""
@@ -245,6 +249,31 @@ class EmailChannel:
             after=[("attachments", ", ".join(names) or "none")],
             body=body,
         )
+
+    def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """Subject, sender, reply-to, attachments and body template, as the job gives them."""
+        msg = spec.message
+        reply = msg.reply_to or "none: replies go to the sender"
+        if msg.reply_to and msg.reply_to_name:
+            reply = f"{msg.reply_to_name} <{msg.reply_to}>"
+        files = [f"{a.name or a.path} ({a.path})" if a.name else a.path for a in msg.attachments]
+        return [
+            ("subject", per_row(msg.subject or "")),
+            ("sender", sender(spec)),
+            ("reply-to", per_row(reply)),
+            ("attachments", per_row(", ".join(files)) if files else "none"),
+            ("body template", msg.html or ""),
+        ]
+
+    def evidence(self, row: Row) -> Evidence:
+        """Delivered and read times; one credit per recipient the API accepted."""
+        times = {name: _aware(row.get(name)) for name in self.evidence_times}
+        return Evidence(times, credits=1 if row.get("sent_at") is not None else 0)
+
+
+def _aware(value: Any) -> Any:
+    """A ledger time as aware UTC (None stays None)."""
+    return utc(value) if value is not None else None
 
 
 def _from_detail(ctx: TrackContext, detail: Row, rows: list[Row]) -> None:

@@ -14,12 +14,13 @@ from typing import Any
 import polars as pl
 
 from batch.addresses import normalize_email, normalize_phone, parse_signers
-from batch.answers import certificate, dumps, ledger_status, merged
+from batch.answers import api_time, certificate, dumps, json_object, ledger_status, merged
 from batch.attachments import JobFiles
 from batch.channels.base import (
     IN_DOUBT_NEXT,
     Answer,
     Built,
+    Evidence,
     Loc,
     PreviewParts,
     Problem,
@@ -27,6 +28,8 @@ from batch.channels.base import (
     TrackContext,
     email_only,
     key_column,
+    per_row,
+    sender,
     sms_only,
 )
 from batch.client import LegallyMailClient
@@ -136,6 +139,7 @@ class SignatureChannel:
     done_statuses: tuple[str, ...] = ("signed",)
     certificate_kinds: tuple[str, ...] = ("acta", "original")
     in_doubt_advice = f"next run, {IN_DOUBT_NEXT}"
+    evidence_times: tuple[str, ...] = ("signed_at", "expires_at")
 
     def job_problems(self, spec: JobSpec) -> list[Problem]:
         """Signers (1 to 5, or a signer_list with a key column) and a document."""
@@ -317,6 +321,48 @@ class SignatureChannel:
                 ("language", content["language"]),
             ]
         )
+
+    def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """The document, the signers, the language and the sender."""
+        document = spec.document
+        name = (document.name or document.path) if document else ""
+        if spec.signer_list is not None:
+            signers = f"per recipient: {spec.signer_list}"
+        else:
+            signers = "; ".join(
+                f"{s.name} <{s.email}>" + (f" {s.phone}" if s.phone else "") for s in spec.signers
+            )
+        return [
+            ("document", per_row(name)),
+            ("document file", per_row(document.path) if document else ""),
+            ("signers", per_row(signers)),
+            ("language", spec.language),
+            ("sender", sender(spec)),
+        ]
+
+    def evidence(self, row: Row) -> Evidence:
+        """Signed and expiry times, each signer's status; a request still open is awaited.
+
+        The API reports no credits for signatures, so none are counted.
+        """
+        data = json_object(row.get("channel_data"))
+        signers = [s for s in data.get("signers") or [] if isinstance(s, dict)]
+        notes = {}
+        if signers:
+            notes["signers"] = "; ".join(
+                f"{s.get('name') or ''} <{s.get('email') or ''}>"
+                + (f" {s['phone']}" if s.get("phone") else "")
+                + f": {s.get('status') or 'unknown'}"
+                for s in signers
+            )
+        waiting = None
+        if row.get("status") == SENT:
+            done = sum(1 for s in signers if s.get("status") == "signed")
+            waiting = "awaiting signature" + (
+                f" ({done} of {len(signers)} signers signed)" if len(signers) > 1 else ""
+            )
+        times = {name: api_time(data.get(name)) for name in self.evidence_times}
+        return Evidence(times, notes, waiting)
 
 
 SIGNATURE = SignatureChannel()

@@ -14,11 +14,12 @@ from typing import Any
 import polars as pl
 
 from batch.addresses import normalize_phone
-from batch.answers import api_time, certificate, dumps, ledger_status, merged
+from batch.answers import api_time, certificate, dumps, json_object, ledger_status, merged, utc
 from batch.attachments import JobFiles
 from batch.channels.base import (
     Answer,
     Built,
+    Evidence,
     Loc,
     PreviewParts,
     Problem,
@@ -26,7 +27,9 @@ from batch.channels.base import (
     TrackContext,
     email_only,
     key_column,
+    per_row,
     recipient_name,
+    sender,
     signature_only,
 )
 from batch.client import LegallyMailClient
@@ -91,6 +94,7 @@ class SmsChannel:
     rate_label = "delivery rate"
     done_statuses: tuple[str, ...] = ("delivered",)
     certificate_kinds: tuple[str, ...] = ("sms",)
+    evidence_times: tuple[str, ...] = ("delivered_at",)
     in_doubt_advice = f"these SMS are {IN_DOUBT_SMS_NEXT}"
 
     def job_problems(self, spec: JobSpec) -> list[Problem]:
@@ -187,6 +191,21 @@ class SmsChannel:
         """The text and its length."""
         text = message.content["message"]
         return PreviewParts(body=f"<pre>{escape(text)}</pre><p>{len(text)} characters</p>")
+
+    def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:
+        """The text template and the sender."""
+        return [("text", per_row(spec.message.text or "")), ("sender", sender(spec))]
+
+    def evidence(self, row: Row) -> Evidence:
+        """The delivery time; the credits the API charged (one per message when it says none)."""
+        delivered = row.get("delivered_at")
+        data = json_object(row.get("channel_data"))
+        charged = data.get("credits_deducted", data.get("credits"))
+        if not isinstance(charged, int) or isinstance(charged, bool):
+            charged = 1 if row.get("sent_at") is not None else 0
+        return Evidence(
+            {"delivered_at": utc(delivered) if delivered is not None else None}, credits=charged
+        )
 
 
 def sms_fields(data: Row, row: Row) -> Row:
