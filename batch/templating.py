@@ -1,0 +1,719 @@
+"""The Jinja environment: one home for how templates are found, sandboxed, bounded and formatted.
+
+Every template lmbatch renders (template files, inline job-file fields, the campaign name, the
+default key) runs in a `jinja2.sandbox.ImmutableSandboxedEnvironment`: a template may read its
+variables and call the filters, but never reach Python internals. On top of Jinja's sandbox:
+
+- any `_`-prefixed attribute, and any attribute the sandbox deems unsafe, raises
+  `SecurityError` at once (Jinja's default hands back an undefined value that fails later);
+- the globals are only `range` (the sandbox's, at most 100,000 items), `dict` and `namespace`;
+  `lipsum`, `cycler` and `joiner` are gone (their `__globals__` were the usual way out);
+- template files are looked up in `template_dirs` only, after resolving symlinks;
+- a render's cost is bounded (`TemplateLimitError`): every string an operator or an amplifying
+  method builds (`*`, `+`, `~`, `%`, `center`, `replace`, `format`, `join`…) is checked *before*
+  it is built, output and block buffers stop at `MAX_OUTPUT_CHARS` per field, and, inside
+  `render_limits()`, a row has `MAX_SECONDS` of CPU time and a budget of characters built.
+
+Filters: `money`, `number` and `date` speak the job's `locale` through Babel and read cells
+written with the dataset's `decimal` separator and `date_format`. `money` never drops a
+significant digit: extra decimals are an error naming their likely cause.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, tzinfo
+from decimal import Decimal, InvalidOperation
+from functools import partial
+from itertools import islice
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from babel import Locale, UnknownLocaleError
+from babel import dates as babel_dates
+from babel import numbers as babel_numbers
+from jinja2 import nodes
+from jinja2.compiler import CodeGenerator, Frame
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import (
+    MAX_RANGE,
+    ImmutableSandboxedEnvironment,
+    SandboxedEscapeFormatter,
+    SandboxedFormatter,
+)
+from markupsafe import Markup
+
+MAX_OUTPUT_CHARS = 2_000_000  # per rendered field: far above any certified message
+MAX_SECONDS = 5.0  # CPU per row inside render_limits(): a body renders in well under 1 ms
+MAX_BUILT_CHARS = 8 * MAX_OUTPUT_CHARS  # per row: characters built by checked operations
+MAX_POWER_BITS = 4_096  # `**` results: enough for any arithmetic a notice needs
+DEFAULT_LOCALE = "en"  # keeps lmbatch's own locale-free money format ("1,234.50 EUR")
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+_SEQUENCES = (str, list, tuple)
+
+
+class FilterValueError(ValueError):
+    """A filter got a value it cannot format; reported as a row error."""
+
+
+class TemplateLimitError(FilterValueError):
+    """A render went over a bound (output size, characters built, time); a row error."""
+
+
+def template_dirs(base_dir: Path) -> list[Path]:
+    """Where template files are looked up: next to the job file, then the templates/ folders."""
+    base = base_dir.resolve()  # a job named as `job.yaml` has parent `.`, whose parent is `.`
+    return [base, base / "templates", base.parent / "templates"]
+
+
+class TemplateOutsideError(jinja2.TemplateNotFound, SecurityError):
+    """A template file whose real path (symlinks resolved) is outside the template folders."""
+
+
+class ConfinedLoader(jinja2.FileSystemLoader):
+    """A FileSystemLoader that refuses files whose real path leaves the template folders."""
+
+    def __init__(self, dirs: list[Path]) -> None:
+        super().__init__([str(d) for d in dirs])
+        self._roots = [d.resolve() for d in dirs]
+
+    def get_source(
+        self, environment: jinja2.Environment, template: str
+    ) -> tuple[str, str, Callable[[], bool]]:
+        source, filename, uptodate = super().get_source(environment, template)
+        real = Path(filename).resolve()
+        if not any(real.is_relative_to(root) for root in self._roots):
+            shown = ", ".join(str(r) for r in self._roots)
+            raise TemplateOutsideError(
+                template,
+                f"template {template!r} resolves to {real}, outside the template folders "
+                f"({shown}): a symlink may not lead out of them",
+            )
+        return source, filename, uptodate
+
+
+# --- cost bounds ----------------------------------------------------------------------------
+
+
+class _Budget(threading.local):
+    """Characters built during the current render_limits() block, per thread."""
+
+    left: int | None = None
+
+
+_budget = _Budget()
+
+
+def _charge(chars: int) -> None:
+    if chars > MAX_OUTPUT_CHARS:
+        raise TemplateLimitError(f"template output over {MAX_OUTPUT_CHARS // 1_000_000} MB")
+    left = _budget.left
+    if left is not None:
+        left -= chars
+        if left < 0:
+            raise TemplateLimitError(
+                f"template built over {MAX_BUILT_CHARS // 1_000_000} M characters for one row"
+            )
+        _budget.left = left
+
+
+def _weight(value: Any, limit: int = MAX_OUTPUT_CHARS) -> int:
+    """Roughly how many characters `str(value)` makes; stops counting past `limit`."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, _CONTAINERS):
+        return 1
+    total = 2
+    items: Iterable[Any] = value.items() if isinstance(value, dict) else value
+    for item in items:
+        total += _weight(item, limit - total) + 2
+        if total > limit:
+            break
+    return total
+
+
+def bounded_range(*args: int) -> range:
+    """`range` for templates: at most MAX_RANGE items, so a loop cannot run for hours."""
+    items = range(*args)
+    try:
+        size = len(items)
+    except OverflowError:
+        size = MAX_RANGE + 1
+    if size > MAX_RANGE:
+        raise TemplateLimitError(f"range() of more than {MAX_RANGE:,} items")
+    return items
+
+
+def finalize(value: Any) -> Any:
+    """What `{{ value }}` prints: empty cells (None) as nothing; huge containers refused."""
+    if value.__class__ is str:  # the usual cell: checked first, it is on every row's path
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, _CONTAINERS):
+        _charge(_weight(value))
+    return value
+
+
+_SLICE = 4_096
+
+
+def bounded_concat(chunks: Iterable[str]) -> str:
+    """`"".join` that stops once the output passes MAX_OUTPUT_CHARS (the environment's concat).
+
+    Chunks are taken a slice at a time and measured in C (`sum(map(len, …))`): a body of a
+    few dozen chunks costs one slice, and a runaway loop stops after one slice over the limit.
+    """
+    iterator = iter(chunks)
+    parts = list(islice(iterator, _SLICE))
+    total = sum(map(len, parts))
+    more = len(parts) == _SLICE
+    while more and total <= MAX_OUTPUT_CHARS:
+        part = list(islice(iterator, _SLICE))
+        total += sum(map(len, part))
+        parts += part
+        more = len(part) == _SLICE
+    _charge(total)
+    return "".join(parts)
+
+
+class _Buffer(list[str]):
+    """A macro's or block's output buffer, bounded like the output itself."""
+
+    size = 0
+
+    def append(self, chunk: str) -> None:
+        self.size += len(chunk)
+        if self.size > MAX_OUTPUT_CHARS:
+            raise TemplateLimitError(f"template output over {MAX_OUTPUT_CHARS // 1_000_000} MB")
+        super().append(chunk)
+
+    def extend(self, chunks: Iterable[str]) -> None:
+        for chunk in chunks:
+            self.append(chunk)
+
+
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator with bounded buffers and a checked `~` operator."""
+
+    def buffer(self, frame: Frame) -> None:
+        frame.buffer = self.temporary_identifier()
+        self.writeline(f"{frame.buffer} = environment.new_buffer()")
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        self.write("environment.checked_concat(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
+def _checked_size(op: str, left: Any, right: Any) -> None:
+    """Refuse an operation whose result would be too large, before it is computed."""
+    if op == "*":
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, _SEQUENCES) and isinstance(times, int):
+                _charge(_weight(seq) * max(times, 0))
+    elif (
+        op == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)
+    ):
+        _charge(_weight(left) + _weight(right))
+    elif op == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
+        if right * abs(left).bit_length() > MAX_POWER_BITS:
+            raise TemplateLimitError(f"{left} ** {right} is too large a number")
+    elif op == "%" and isinstance(left, str):
+        _check_percent_format(left)
+
+
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d*)(?:\.(\*|\d*))?")
+_WIDTH = re.compile(r"(\d+)")
+
+
+def _check_percent_format(fmt: str) -> None:
+    for width, precision in _PERCENT_SPEC.findall(fmt):
+        for n in (width, precision):
+            if n == "*" or (n and int(n) > MAX_OUTPUT_CHARS):
+                raise TemplateLimitError("format width too large")
+
+
+def _check_format_spec(spec: str) -> None:
+    if any(int(n) > MAX_OUTPUT_CHARS for n in _WIDTH.findall(spec)):
+        raise TemplateLimitError("format width too large")
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """str.format for templates: attributes through the sandbox, widths bounded."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        _check_format_spec(format_spec)
+        return super().format_field(value, format_spec)
+
+
+class _BoundedEscapeFormatter(SandboxedEscapeFormatter):
+    """Markup.format for templates: arguments escaped, widths bounded."""
+
+    def format_field(self, value: Any, format_spec: str) -> Any:
+        _check_format_spec(format_spec)
+        return super().format_field(value, format_spec)
+
+
+# Amplifying str methods and the argument that sets the result's size.
+_STR_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
+
+
+def _check_str_call(obj: Any, args: tuple[Any, ...]) -> None:
+    owner = getattr(obj, "__self__", None)
+    if not isinstance(owner, str):
+        return
+    name = getattr(obj, "__name__", "")
+    if name in _STR_WIDTH_METHODS and args and isinstance(args[0], int):
+        _charge(max(args[0], len(owner)))
+    elif name == "expandtabs":
+        size = args[0] if args and isinstance(args[0], int) else 8
+        _charge(len(owner) + owner.count("\t") * max(size, 0))
+    elif name == "replace" and len(args) >= 2 and isinstance(args[1], str):
+        _charge(len(owner) + (owner.count(args[0]) + 1) * len(args[1]))
+    elif name == "join" and args:
+        _charge(_weight(list(args[0]) if not isinstance(args[0], _CONTAINERS) else args[0]))
+
+
+class Sandbox(ImmutableSandboxedEnvironment):
+    """The sandboxed environment: internals refused loudly, every costly operation bounded."""
+
+    intercepted_binops = frozenset({"*", "+", "%", "**"})
+    code_generator_class = _CodeGenerator
+    concat = staticmethod(bounded_concat)
+
+    def new_buffer(self) -> _Buffer:
+        """An output buffer for a macro or block (called from compiled templates)."""
+        return _Buffer()
+
+    def checked_concat(self, joined: str) -> str:
+        """The result of `~`; each operand is already bounded, so the sum is checked after."""
+        _charge(len(joined))
+        return joined
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
+        raise SecurityError(
+            f"templates may not use {attribute!r} (on a {type(obj).__name__} value)"
+        )
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if attribute.startswith("_"):
+            return self.getitem(obj, attribute)  # a mapping's key is data; nothing else is
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(argument, str) and argument.startswith("_"):
+            if isinstance(obj, jinja2.Undefined):
+                self.unsafe_undefined(obj, argument)
+            try:
+                return obj[argument]
+            except (TypeError, LookupError):
+                self.unsafe_undefined(obj, argument)
+        return super().getitem(obj, argument)
+
+    def call_binop(
+        self, context: jinja2.runtime.Context, operator: str, left: Any, right: Any
+    ) -> Any:
+        _checked_size(operator, left, right)
+        return super().call_binop(context, operator, left, right)
+
+    def call(self, context: jinja2.runtime.Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
+        _check_str_call(obj, args)
+        return super().call(context, obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        name = getattr(value, "__name__", None)
+        owner = getattr(value, "__self__", None)
+        if name not in ("format", "format_map") or not isinstance(owner, str):
+            return None
+        formatter: SandboxedFormatter = (
+            _BoundedEscapeFormatter(self, escape=owner.escape)
+            if isinstance(owner, Markup)
+            else _BoundedFormatter(self)
+        )
+
+        def bounded_format(*args: Any, **kwargs: Any) -> str:
+            if name == "format_map":
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one mapping")
+                out = formatter.vformat(owner, (), args[0])
+            else:
+                out = formatter.vformat(owner, args, kwargs)
+            _charge(len(out))
+            return type(owner)(out)
+
+        return bounded_format
+
+
+def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Jinja's builtin filter `name` with the sizes of its result checked first."""
+
+    def center(value: Any, width: int = 80) -> Any:
+        _charge(max(int(width), len(str(value))))
+        return fn(value, width)
+
+    def indent(value: Any, width: int | str = 4, *args: Any, **kwargs: Any) -> Any:
+        text = str(value)
+        pad = len(width) if isinstance(width, str) else int(width)
+        _charge(len(text) + (text.count("\n") + 1) * pad)
+        return fn(value, width, *args, **kwargs)
+
+    @jinja2.pass_eval_context
+    def replace(ctx: Any, value: Any, old: Any, new: Any, count: int | None = None) -> Any:
+        text = str(value)
+        _charge(len(text) + (text.count(str(old)) + 1) * len(str(new)))
+        return fn(ctx, value, old, new, count)
+
+    def format_(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_percent_format(str(value))
+        out = fn(value, *args, **kwargs)
+        _charge(len(out))
+        return out
+
+    @jinja2.pass_eval_context
+    def join(ctx: Any, value: Any, d: str = "", attribute: Any = None) -> Any:
+        items = value if isinstance(value, _CONTAINERS) else list(value)
+        _charge(_weight(items) + len(items) * len(d))
+        return fn(ctx, items, d, attribute)
+
+    def stringify(value: Any, *args: Any, **kwargs: Any) -> Any:
+        _charge(_weight(value))
+        return fn(value, *args, **kwargs)
+
+    wrappers: dict[str, Callable[..., Any]] = {
+        "center": center,
+        "indent": indent,
+        "replace": replace,
+        "format": format_,
+        "join": join,
+    }
+    return wrappers.get(name, stringify)
+
+
+# Builtin filters whose result can be much larger than their input (or that stringify a whole
+# container): checked. The others copy at most their input.
+_BOUNDED_FILTERS = frozenset(
+    {
+        *("center", "indent", "replace", "format", "join", "string", "pprint", "tojson"),
+        *("e", "escape", "forceescape", "upper", "lower", "title", "capitalize", "trim"),
+        *("striptags", "urlize", "wordwrap", "urlencode", "xmlattr", "safe"),
+    }
+)
+
+
+# --- number and date formatting ---------------------------------------------------------------
+
+
+def _locale(name: str) -> Locale:
+    try:
+        return Locale.parse(name)
+    except (UnknownLocaleError, ValueError) as err:
+        raise ValueError(f"unknown locale {name!r} (use a CLDR name such as en, es_ES)") from err
+
+
+_GROUPED = {
+    ".": re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?"),
+    ",": re.compile(r"[+-]?(?:\d{1,3}(?:\.\d{3})+|\d+)(?:,\d+)?"),
+}
+_AMBIGUOUS = re.compile(r"[+-]?\d{1,3},\d{3}")  # 1,234 under the default decimal point
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}\.\d{3}")  # 1.234: Spanish thousands, likely
+_SPACES = str.maketrans("", "", " _\u00a0\u202f")
+
+
+def parse_number(value: Any, decimal: str = ".", what: str = "number") -> Decimal:
+    """A cell as a Decimal: numbers as they are, text written with `decimal` (and grouping)."""
+    if isinstance(value, bool) or value is None or value == "":
+        raise FilterValueError(f"{what}: not a number: {value!r}")
+    if isinstance(value, int | Decimal):
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        amount = Decimal(f"{value:.15g}")  # the 15 digits a spreadsheet shows
+    else:
+        text = str(value).strip().translate(_SPACES)
+        if not _GROUPED[decimal].fullmatch(text):
+            other = "," if decimal == "." else "."
+            hint = ""
+            if _GROUPED[other].fullmatch(text):
+                hint = f" (written with a decimal {_NAMES[other]}? set dataset.decimal: {other!r})"
+            raise FilterValueError(f"{what}: not a number: {value!r}{hint}")
+        group = "," if decimal == "." else "."
+        if decimal == "." and _AMBIGUOUS.fullmatch(text):
+            raise FilterValueError(
+                f"{what}: {value!r} is ambiguous: a thousands separator or a decimal comma? "
+                "set dataset.decimal: ',' (or '.') to say which"
+            )
+        amount = Decimal(text.replace(group, "").replace(decimal, "."))
+    if not amount.is_finite():
+        raise FilterValueError(f"{what}: not a number: {value!r}")
+    return amount
+
+
+_NAMES = {".": "point", ",": "comma"}
+
+
+def _fixed(
+    amount: Decimal, digits: int, value: Any, what: str, decimal: str, shows: str
+) -> Decimal:
+    """`amount` with exactly `digits` decimals; FilterValueError if that would drop a digit."""
+    try:
+        fixed = amount.quantize(Decimal(1).scaleb(-digits))
+    except InvalidOperation as err:
+        raise FilterValueError(f"{what}: {value!r} is too large") from err
+    if fixed != amount:
+        hint = ""
+        if isinstance(value, str) and decimal == "." and _THOUSANDS.fullmatch(value.strip()):
+            hint = ": is '.' a thousands separator? then set dataset.decimal: ','"
+        raise FilterValueError(
+            f"{what}: {value!r} has more decimals than {shows} shows ({digits}); "
+            f"it would be rounded{hint}"
+        )
+    return fixed
+
+
+def money(
+    value: Any,
+    currency: str = "EUR",
+    decimals: int | None = None,
+    *,
+    locale: str = DEFAULT_LOCALE,
+    decimal: str = ".",
+) -> str:
+    """An amount in the job's locale: `1234.5|money('EUR')` → "1.234,50 €" in es_ES.
+
+    The default locale `en` keeps lmbatch's locale-free form "1,234.50 EUR". `decimals`
+    defaults to the currency's own (2 for EUR, 0 for JPY); digits beyond it are an error.
+    """
+    amount = parse_number(value, decimal, "money")
+    digits = (
+        int(decimals)
+        if decimals is not None
+        else babel_numbers.get_currency_precision(currency)
+        if currency
+        else 2
+    )
+    shows = currency or "the amount"
+    fixed = _fixed(amount, digits, value, "money", decimal, shows)
+    if locale == DEFAULT_LOCALE:
+        text = f"{fixed:,.{digits}f}"
+        return f"{text} {currency}" if currency else text
+    loc = _locale(locale)
+    if not currency:
+        return str(_decimal_pattern(loc, digits).apply(fixed, loc))
+    pattern = babel_numbers.parse_pattern(loc.currency_formats["standard"].pattern)
+    pattern.frac_prec = (digits, digits)
+    return str(pattern.apply(fixed, loc, currency=currency, currency_digits=False))
+
+
+def _decimal_pattern(loc: Locale, digits: int) -> babel_numbers.NumberPattern:
+    pattern = babel_numbers.parse_pattern(loc.decimal_formats[None].pattern)
+    pattern.frac_prec = (digits, digits)
+    return pattern
+
+
+def number(
+    value: Any, decimals: int | None = None, *, locale: str = DEFAULT_LOCALE, decimal: str = "."
+) -> str:
+    """A number in the job's locale with its digits as written: `1234.5|number` → "1.234,5" (es)."""
+    amount = parse_number(value, decimal, "number")
+    exponent = int(amount.as_tuple().exponent)
+    digits = int(decimals) if decimals is not None else max(-exponent, 0)
+    fixed = _fixed(amount, digits, value, "number", decimal, "the format")
+    loc = _locale(locale)
+    return str(_decimal_pattern(loc, digits).apply(fixed, loc))
+
+
+_STYLES = frozenset({"short", "medium", "long", "full"})
+_NAMED = re.compile(r"%[%AaBb]")
+
+
+def parse_date(value: Any, date_format: str | None = None) -> date:
+    """A cell as a date or datetime: objects as they are, ISO text, or the dataset's format."""
+    if isinstance(value, datetime | date):
+        return value
+    text = str(value).strip() if value is not None else ""
+    try:
+        if "T" in text or " " in text:
+            return datetime.fromisoformat(text)
+        return date.fromisoformat(text)
+    except ValueError:
+        pass
+    if date_format:
+        try:
+            parsed = datetime.strptime(text, date_format)
+        except ValueError:
+            pass
+        else:
+            return parsed if re.search(r"%[HIMSfp]", date_format) else parsed.date()
+        raise FilterValueError(f"date: {value!r} is not a date written as {date_format!r}")
+    hint = " (set dataset.date_format, e.g. '%d/%m/%Y')" if re.search(r"\d[/.-]\d", text) else ""
+    raise FilterValueError(f"date: not an ISO date: {value!r}{hint}")
+
+
+def format_date(
+    value: Any,
+    fmt: str | None = None,
+    *,
+    locale: str = DEFAULT_LOCALE,
+    date_format: str | None = None,
+    timezone: str | None = None,
+) -> str:
+    """Format a date: a strftime pattern (`%d/%m/%Y`), a CLDR style (`long`) or CLDR pattern.
+
+    Without `fmt` the date prints as ISO `2026-11-29`. Month and day names follow the locale,
+    also in strftime patterns (`%B` → "noviembre" in es_ES). Aware datetimes are shown in
+    the job's time zone.
+    """
+    parsed = parse_date(value, date_format)
+    if timezone and isinstance(parsed, datetime) and parsed.tzinfo is not None:
+        parsed = parsed.astimezone(_zone(timezone))
+    fmt = "%Y-%m-%d" if fmt is None else str(fmt)
+    try:
+        if "%" in fmt:
+            return parsed.strftime(_localized_names(fmt, parsed, _locale(locale)))
+        if fmt in _STYLES or not isinstance(parsed, datetime):
+            day = parsed.date() if isinstance(parsed, datetime) else parsed
+            return str(babel_dates.format_date(day, fmt, locale=_locale(locale)))
+        return str(babel_dates.format_datetime(parsed, fmt, locale=_locale(locale)))
+    except (ValueError, KeyError, AttributeError) as err:
+        raise FilterValueError(f"date: cannot format with {fmt!r}: {err}") from err
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise ValueError(f"unknown time zone {name!r}") from err
+
+
+def _localized_names(fmt: str, day: date, loc: Locale) -> str:
+    def name(found: re.Match[str]) -> str:
+        code = found.group(0)[1]
+        if code == "%":
+            return "%%"
+        width = "wide" if code in "AB" else "abbreviated"
+        if code in "Bb":
+            text = loc.months["format"][width][day.month]
+        else:
+            text = loc.days["format"][width][day.weekday()]
+        return str(text).replace("%", "%%")
+
+    return _NAMED.sub(name, fmt)
+
+
+# --- the environments ------------------------------------------------------------------------
+
+
+def make_environments(
+    base_dir: Path,
+    *,
+    locale: str = DEFAULT_LOCALE,
+    decimal: str = ".",
+    date_format: str | None = None,
+    timezone: str | None = None,
+) -> tuple[jinja2.Environment, jinja2.Environment]:
+    """The (plain text, autoescaped HTML) sandboxed environments for a job folder.
+
+    ValueError for an unknown locale or time zone, or a decimal separator other than . or ,.
+    """
+    if decimal not in _GROUPED:
+        raise ValueError(f"decimal must be '.' or ',', not {decimal!r}")
+    if locale != DEFAULT_LOCALE:
+        _locale(locale)
+    if timezone:
+        _zone(timezone)
+    loader = ConfinedLoader(template_dirs(base_dir))
+    envs = []
+    for escape in (False, True):
+        env = Sandbox(
+            loader=loader,
+            undefined=jinja2.StrictUndefined,
+            autoescape=escape,
+            finalize=finalize,
+            keep_trailing_newline=True,
+        )
+        for unsafe in ("lipsum", "cycler", "joiner"):
+            env.globals.pop(unsafe, None)
+        env.globals["range"] = bounded_range
+        for name in _BOUNDED_FILTERS:
+            env.filters[name] = _bounded_filter(name, env.filters[name])
+        env.filters["money"] = partial(money, locale=locale, decimal=decimal)
+        env.filters["number"] = partial(number, locale=locale, decimal=decimal)
+        env.filters["date"] = partial(
+            format_date, locale=locale, date_format=date_format, timezone=timezone
+        )
+        envs.append(env)
+    return envs[0], envs[1]
+
+
+# --- bounded rendering -----------------------------------------------------------------------
+
+
+def _on_alarm(signum: int, frame: Any) -> None:
+    raise TemplateLimitError(f"template took over {_timer.seconds:g} s of CPU time")
+
+
+class _Timer:
+    """The per-row time bound: CPU time (ITIMER_PROF, SIGPROF), in the main thread only.
+
+    A runaway template burns CPU, so CPU time is what is bounded; SIGPROF rather than
+    SIGALRM leaves the wall-clock alarm to others (pytest-timeout, say). The handler is
+    installed once and left in place; arming and disarming cost two system calls.
+    """
+
+    seconds = MAX_SECONDS
+    installed = False
+
+    def arm(self, seconds: float) -> bool:
+        if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+            return False
+        if not self.installed:
+            if signal.getsignal(signal.SIGPROF) not in (signal.SIG_DFL, None, _on_alarm):
+                return False  # a profiler owns SIGPROF: do not take it from it
+            signal.signal(signal.SIGPROF, _on_alarm)
+            self.installed = True
+        self.seconds = seconds
+        signal.setitimer(signal.ITIMER_PROF, seconds)
+        return True
+
+
+_timer = _Timer()
+
+
+class render_limits:
+    """Bound the renders inside: a time limit (main thread) and a budget of characters built.
+
+    Wrap one row's fields at a time; the renders in it share MAX_SECONDS and MAX_BUILT_CHARS.
+    """
+
+    def __init__(self, max_seconds: float = MAX_SECONDS) -> None:
+        self.max_seconds = max_seconds
+        self._outer: int | None = None
+        self._timed = False
+
+    def __enter__(self) -> None:
+        self._outer = _budget.left
+        _budget.left = MAX_BUILT_CHARS
+        self._timed = _timer.arm(self.max_seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._timed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+        _budget.left = self._outer
+
+
+def render_bounded(
+    render: Callable[[Mapping[str, Any]], str] | jinja2.Template,
+    variables: Mapping[str, Any],
+    *,
+    max_seconds: float = MAX_SECONDS,
+) -> str:
+    """Render one template (or a compiled render callable) under render_limits()."""
+    with render_limits(max_seconds):
+        if isinstance(render, jinja2.Template):
+            return render.render(variables)
+        return render(variables)
