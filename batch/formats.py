@@ -63,7 +63,7 @@ _SPACES = str.maketrans("", "", " _\u00a0\u202f")
 def parse_number(value: Any, decimal: str = ".", what: str = "number") -> Decimal:
     """A cell as a Decimal: numbers as they are, text written with `decimal` (and grouping)."""
     if isinstance(value, bool) or value is None or value == "":
-        raise FilterValueError(f"{what}: not a number: {value!r}")
+        raise FilterValueError(f"{what}: not {_NOUN.get(what, 'a number')}: {value!r}")
     if isinstance(value, int | Decimal):
         amount = Decimal(value)
     elif isinstance(value, float):
@@ -75,7 +75,7 @@ def parse_number(value: Any, decimal: str = ".", what: str = "number") -> Decima
             hint = ""
             if _GROUPED[other].fullmatch(text):
                 hint = f" (written with a decimal {_NAMES[other]}? set dataset.decimal: {other!r})"
-            raise FilterValueError(f"{what}: not a number: {value!r}{hint}")
+            raise FilterValueError(f"{what}: not {_NOUN.get(what, 'a number')}: {value!r}{hint}")
         group = "," if decimal == "." else "."
         if decimal == "." and _AMBIGUOUS.fullmatch(text):
             raise FilterValueError(
@@ -84,11 +84,12 @@ def parse_number(value: Any, decimal: str = ".", what: str = "number") -> Decima
             )
         amount = Decimal(text.replace(group, "").replace(decimal, "."))
     if not amount.is_finite():
-        raise FilterValueError(f"{what}: not a number: {value!r}")
+        raise FilterValueError(f"{what}: not {_NOUN.get(what, 'a number')}: {value!r}")
     return amount
 
 
 _NAMES = {".": "point", ",": "comma"}
+_NOUN = {"money": "an amount"}
 
 
 def _fixed(

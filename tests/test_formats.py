@@ -47,12 +47,12 @@ def test_money(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any], expect
         ("1,234", {}, "ambiguous"),
         ("1.5", {"decimal": ","}, "decimal point.*dataset.decimal: '.'"),
         ("12.5", {"decimals": 0}, "more decimals"),
-        ("lots", {}, "not a number"),
-        ("", {}, "not a number"),
-        (None, {}, "not a number"),
-        (True, {}, "not a number"),
-        ("nan", {}, "not a number"),
-        (float("inf"), {}, "not a number"),
+        ("lots", {}, "money: not an amount: 'lots'"),
+        ("", {}, "not an amount"),
+        (None, {}, "not an amount"),
+        (True, {}, "not an amount"),
+        ("nan", {}, "not an amount"),
+        (float("inf"), {}, "not an amount"),
     ],
 )
 def test_money_refuses_to_drop_or_guess_digits(
@@ -74,6 +74,11 @@ def test_money_refuses_to_drop_or_guess_digits(
 )
 def test_number(value: Any, args: tuple[Any, ...], kwargs: dict[str, Any], expected: str) -> None:
     assert number(value, *args, **kwargs) == expected
+
+
+def test_number_says_number() -> None:
+    with pytest.raises(FilterValueError, match="number: not a number: 'x'"):
+        number("x")
 
 
 def test_number_refuses_to_round() -> None:
