@@ -228,6 +228,16 @@ def test_the_timer_is_disarmed_after_the_row() -> None:
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
 
 
+def test_nested_limits_keep_the_outer_timer() -> None:
+    import signal
+
+    with render_limits(30):
+        with render_limits(1):
+            pass
+        assert signal.getitimer(signal.ITIMER_PROF)[0] > 1
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+
+
 def test_render_bounded_takes_a_compiled_callable() -> None:
     assert render_bounded(lambda v: f"hi {v['name']}", {"name": "Ana"}) == "hi Ana"
 
