@@ -61,6 +61,7 @@ __all__ = [
     "Sandbox",
     "TemplateLimitError",
     "TemplateOutsideError",
+    "explain",
     "finalize",
     "format_date",
     "make_environments",
@@ -403,6 +404,15 @@ def _bounded_filter(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         _charge(_weight(value))
         return fn(value, *args, **kwargs)
 
+    def stringify_passed(passed: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+        _charge(_weight(value))
+        return fn(passed, value, *args, **kwargs)
+
+    pass_arg = getattr(fn, "jinja_pass_arg", None)
+    if pass_arg is not None and name not in ("replace", "join"):
+        # The filter takes the context/eval context/environment first: so must its wrapper.
+        stringify_passed.jinja_pass_arg = pass_arg  # type: ignore[attr-defined]
+        return stringify_passed
     wrappers: dict[str, Callable[..., Any]] = {
         "center": center,
         "indent": indent,
@@ -536,6 +546,23 @@ class render_limits:
             if not _timer.depth:
                 signal.setitimer(signal.ITIMER_PROF, 0)
         _budget.left = self._outer
+
+
+_UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
+
+
+def explain(err: Exception) -> str:
+    """The row-error message for an exception raised while rendering a template."""
+    if isinstance(err, SecurityError):
+        return f"not allowed in a template: {err}"
+    if isinstance(err, jinja2.UndefinedError):
+        found = _UNDEFINED.match(err.message or "")
+        if found:
+            return f"variable {found.group(1)!r} is missing from the row (no such column)"
+        return f"missing value: {err.message}"
+    if isinstance(err, FilterValueError):
+        return str(err)
+    return f"cannot render: {err}"
 
 
 def render_bounded(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from batch.templating import (
     FilterValueError,
     TemplateLimitError,
     TemplateOutsideError,
+    explain,
     finalize,
     make_environments,
     render_bounded,
@@ -135,6 +137,38 @@ def test_a_name_that_is_not_there_is_only_undefined() -> None:
         render("{{ request.application.__globals__.__builtins__ }}")
 
 
+BUILTIN_FILTER_USES = [
+    "{{ 'a b c'|wordwrap(1) }}",
+    "{{ x|tojson }}",
+    "{{ 'see http://x.org'|urlize }}",
+    "{{ {'a': 1}|xmlattr }}",
+    "{{ x|upper }}",
+    "{{ x|e }}",
+    "{{ x|striptags }}",
+    "{{ x|center(7) }}",
+    "{{ 'a\nb'|indent(2, true) }}",
+    "{{ x|replace('<', '[') }}",
+    "{{ [x, 'c']|join('|') }}",
+    "{{ '%s!'|format(x) }}",
+    "{{ x|string|length }}",
+    "{{ x|pprint }}",
+    "{{ ' x '|trim }}",
+    "{{ 'a b'|title }}",
+    "{{ 'a b'|capitalize }}",
+    "{{ 'a b'|urlencode }}",
+    "{{ x|forceescape }}",
+    "{{ x|safe }}",
+    "{{ x|lower }}",
+]
+
+
+@pytest.mark.parametrize("source", BUILTIN_FILTER_USES)
+def test_bounded_builtin_filters_render_as_jinja_does(source: str) -> None:
+    _, html = make_environments(Path("."))
+    plain = jinja2.Environment(autoescape=True)
+    assert html.from_string(source).render(x="a<b>") == plain.from_string(source).render(x="a<b>")
+
+
 def test_dict_keys_starting_with_an_underscore_are_data() -> None:
     assert render("{{ row['_id'] }}", row={"_id": 7}) == "7"
 
@@ -221,16 +255,12 @@ def test_a_row_that_runs_too_long_is_stopped_by_the_time_limit() -> None:
 
 
 def test_the_timer_is_disarmed_after_the_row() -> None:
-    import signal
-
     with render_limits(30):
         assert signal.getitimer(signal.ITIMER_PROF)[0] > 0
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
 
 
 def test_nested_limits_keep_the_outer_timer() -> None:
-    import signal
-
     with render_limits(30):
         with render_limits(1):
             pass
@@ -265,6 +295,24 @@ def test_a_row_budget_stops_many_large_fields() -> None:
             template.render()
     for _ in range(20):  # outside render_limits only the per-field bound applies
         template.render()
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ name.__class__ }}", "not allowed in a template: templates may not use '__class__'"),
+        ("{{ ref }}", "variable 'ref' is missing from the row (no such column)"),
+        ("{{ 'x' * 10**9 }}", "template output over 2 MB"),
+        ("{{ name|money }}", "money: not an amount: 'Ana'"),
+        ("{{ 1 / 0 }}", "cannot render: division by zero"),
+        ("{{ range(10**12) }}", "range() of more than 100,000 items"),
+    ],
+)
+def test_explain_gives_the_row_error_message(source: str, message: str) -> None:
+    with pytest.raises(Exception) as err:
+        render(source)
+    assert isinstance(err.value, Exception)
+    assert explain(err.value).startswith(message)
 
 
 # --- loader ---------------------------------------------------------------------------------
