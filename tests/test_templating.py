@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,26 @@ def test_costly_templates_fail_fast_with_a_limit_error(source: str) -> None:
         render(source)
 
 
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ 'x' * 10**9 }}",
+        "{{ 'x'|center(10**9) }}",
+        "{{ ('x' * 10**6).replace('x', 'y' * 10**6) }}",
+    ],
+)
+def test_a_huge_string_is_refused_before_it_is_built(source: str) -> None:
+    template = text_env().from_string(source)
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateLimitError):
+            template.render()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10_000_000
+
+
 def test_limit_errors_are_filter_value_errors_with_a_readable_message() -> None:
     with pytest.raises(FilterValueError, match="template output over 2 MB"):
         render("{{ 'x' * 10**9 }}")
@@ -355,10 +376,15 @@ def test_a_symlink_between_template_folders_is_fine(job_dir: Path) -> None:
     assert html.get_template("f.html").render() == "footer"
 
 
-def test_a_missing_template_is_still_not_found(job_dir: Path) -> None:
+@pytest.mark.parametrize("name", ["nope.html", "../secret.txt", "/etc/passwd", "a/../../x"])
+def test_a_missing_or_escaping_name_is_not_found(job_dir: Path, name: str) -> None:
+    (job_dir.parent / "secret.txt").write_text("TOKEN=abc")
     _, html = make_environments(job_dir)
     with pytest.raises(jinja2.TemplateNotFound):
-        html.get_template("nope.html")
+        html.get_template(name)
+    (job_dir / "templates" / "inc.html").write_text("{% include '" + name + "' %}")
+    with pytest.raises(jinja2.TemplateNotFound):
+        html.get_template("inc.html").render()
 
 
 # --- the filters in templates ------------------------------------------------------------
