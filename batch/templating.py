@@ -6,9 +6,10 @@ variables and call the filters, but never reach Python internals. On top of Jinj
 
 - any `_`-prefixed attribute, and any attribute the sandbox deems unsafe, raises
   `SecurityError` at once (Jinja's default hands back an undefined value that fails later);
-- the globals are only `range` (the sandbox's, at most 100,000 items), `dict` and `namespace`;
+- the globals are only `range` (at most 100,000 items), `dict` and `namespace`;
   `lipsum`, `cycler` and `joiner` are gone (their `__globals__` were the usual way out);
-- template files are looked up in `template_dirs` only, after resolving symlinks;
+- template files are looked up in `template_dirs` only, after resolving symlinks, and never
+  hidden files (`.env` holds the token);
 - a render's cost is bounded (`TemplateLimitError`): every string an operator or an amplifying
   method builds (`*`, `+`, `~`, `%`, `center`, `replace`, `format`, `join`…) is checked *before*
   it is built, output and block buffers stop at `MAX_OUTPUT_CHARS` per field, and, inside
@@ -106,13 +107,17 @@ class ConfinedLoader(jinja2.FileSystemLoader):
     ) -> tuple[str, str, Callable[[], bool]]:
         source, filename, uptodate = super().get_source(environment, template)
         real = Path(filename).resolve()
-        if not any(real.is_relative_to(root) for root in self._roots):
+        inside = [real.relative_to(root) for root in self._roots if real.is_relative_to(root)]
+        if not inside:
             shown = ", ".join(str(r) for r in self._roots)
             raise TemplateOutsideError(
                 template,
                 f"template {template!r} resolves to {real}, outside the template folders "
                 f"({shown}): a symlink may not lead out of them",
             )
+        if any(part.startswith(".") for part in inside[0].parts):
+            # .env files and the like hold secrets (the API token), never templates.
+            raise TemplateOutsideError(template, f"template {template!r} is a hidden file")
         return source, filename, uptodate
 
 

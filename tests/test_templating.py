@@ -367,6 +367,25 @@ def test_an_include_through_a_symlink_is_refused_too(job_dir: Path, tmp_path: Pa
         html.get_template("main.html").render()
 
 
+@pytest.mark.parametrize("name", [".env", ".secrets/token.txt"])
+def test_hidden_files_are_not_templates(job_dir: Path, name: str) -> None:
+    path = job_dir / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_text("LEGALLYMAIL_TOKEN=abc")
+    (job_dir / "templates" / "inc.html").write_text("{% include '" + name + "' %}")
+    _, html = make_environments(job_dir)
+    with pytest.raises(TemplateOutsideError, match="hidden file"):
+        html.get_template("inc.html").render()
+
+
+def test_a_job_folder_inside_a_hidden_folder_still_works(tmp_path: Path) -> None:
+    folder = tmp_path / ".jobs" / "rent"
+    folder.mkdir(parents=True)
+    (folder / "body.html").write_text("ok")
+    _, html = make_environments(folder)
+    assert html.get_template("body.html").render() == "ok"
+
+
 def test_a_symlink_between_template_folders_is_fine(job_dir: Path) -> None:
     shared = job_dir.parent / "templates"
     shared.mkdir()
