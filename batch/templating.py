@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MappingView
 from functools import partial
 from itertools import islice
 from pathlib import Path
@@ -41,6 +41,7 @@ from jinja2.sandbox import (
     SandboxedEscapeFormatter,
     SandboxedFormatter,
 )
+from jinja2.utils import Namespace
 from markupsafe import Markup
 
 from batch.formats import (
@@ -79,6 +80,8 @@ MAX_BUILT_CHARS = 8 * MAX_OUTPUT_CHARS  # per row: characters built by checked o
 MAX_POWER_BITS = 4_096  # `**` results: enough for any arithmetic a notice needs
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _SEQUENCES = (str, list, tuple)
+_COLLECTIONS = (*_CONTAINERS, MappingView)
+_PRINTED_WHOLE = (*_COLLECTIONS, Namespace)  # str() of these prints every item
 
 
 class TemplateLimitError(FilterValueError):
@@ -150,10 +153,11 @@ def _weight(value: Any, limit: int = MAX_OUTPUT_CHARS) -> int:
     """Roughly how many characters `str(value)` makes; stops counting past `limit`."""
     if isinstance(value, str):
         return len(value)
-    if not isinstance(value, _CONTAINERS):
+    inner: Any = value._Namespace__attrs if isinstance(value, Namespace) else value  # its repr
+    if not isinstance(inner, _COLLECTIONS):
         return 1
     total = 2
-    items: Iterable[Any] = value.items() if isinstance(value, dict) else value
+    items: Any = inner.items() if isinstance(inner, dict) else inner  # views are iterable
     for item in items:
         total += _weight(item, limit - total) + 2
         if total > limit:
@@ -179,7 +183,7 @@ def finalize(value: Any) -> Any:
         return value
     if value is None:
         return ""
-    if isinstance(value, _CONTAINERS):
+    if isinstance(value, _PRINTED_WHOLE):
         _charge(_weight(value))
     return value
 
@@ -230,9 +234,18 @@ class _CodeGenerator(CodeGenerator):
         self.writeline(f"{frame.buffer} = environment.new_buffer()")
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
-        self.write("environment.checked_concat(")
-        super().visit_Concat(node, frame)
-        self.write(")")
+        # As Jinja's own, but the operands are measured before they are joined.
+        if frame.eval_ctx.volatile:
+            join = "(markup_join if context.eval_ctx.volatile else str_join)"
+        elif frame.eval_ctx.autoescape:
+            join = "markup_join"
+        else:
+            join = "str_join"
+        self.write(f"environment.checked_concat({join}, (")
+        for arg in node.nodes:
+            self.visit(arg, frame)
+            self.write(", ")
+        self.write("))")
 
 
 def _checked_size(op: str, left: Any, right: Any) -> None:
@@ -241,9 +254,7 @@ def _checked_size(op: str, left: Any, right: Any) -> None:
         for seq, times in ((left, right), (right, left)):
             if isinstance(seq, _SEQUENCES) and isinstance(times, int):
                 _charge(_weight(seq) * max(times, 0))
-    elif (
-        op == "+" and isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple)
-    ):
+    elif op == "+" and isinstance(left, _SEQUENCES) and isinstance(right, _SEQUENCES):
         _charge(_weight(left) + _weight(right))
     elif op == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1:
         if right * abs(left).bit_length() > MAX_POWER_BITS:
@@ -288,10 +299,11 @@ class _BoundedEscapeFormatter(SandboxedEscapeFormatter):
 _STR_WIDTH_METHODS = frozenset({"center", "ljust", "rjust", "zfill"})
 
 
-def _check_str_call(obj: Any, args: tuple[Any, ...]) -> None:
+def _check_str_call(obj: Any, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """The call's arguments (an iterable to join made a list), its result's size checked."""
     owner = getattr(obj, "__self__", None)
     if not isinstance(owner, str):
-        return
+        return args
     name = getattr(obj, "__name__", "")
     if name in _STR_WIDTH_METHODS and args and isinstance(args[0], int):
         _charge(max(args[0], len(owner)))
@@ -301,7 +313,10 @@ def _check_str_call(obj: Any, args: tuple[Any, ...]) -> None:
     elif name == "replace" and len(args) >= 2 and isinstance(args[1], str):
         _charge(len(owner) + (owner.count(args[0]) + 1) * len(args[1]))
     elif name == "join" and args:
-        _charge(_weight(list(args[0]) if not isinstance(args[0], _CONTAINERS) else args[0]))
+        items = args[0] if isinstance(args[0], _CONTAINERS) else list(args[0])
+        _charge(_weight(items) + len(items) * len(owner))
+        return (items, *args[1:])
+    return args
 
 
 class Sandbox(ImmutableSandboxedEnvironment):
@@ -315,10 +330,10 @@ class Sandbox(ImmutableSandboxedEnvironment):
         """An output buffer for a macro or block (called from compiled templates)."""
         return _Buffer()
 
-    def checked_concat(self, joined: str) -> str:
-        """The result of `~`; each operand is already bounded, so the sum is checked after."""
-        _charge(len(joined))
-        return joined
+    def checked_concat(self, join: Callable[[Iterable[Any]], str], args: tuple[Any, ...]) -> str:
+        """`a ~ b ~ c` (called from compiled templates), measured before it is joined."""
+        _charge(sum(_weight(arg) for arg in args))
+        return join(args)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> jinja2.Undefined:
         raise SecurityError(
@@ -347,8 +362,7 @@ class Sandbox(ImmutableSandboxedEnvironment):
         return super().call_binop(context, operator, left, right)
 
     def call(self, context: jinja2.runtime.Context, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
-        _check_str_call(obj, args)
-        return super().call(context, obj, *args, **kwargs)
+        return super().call(context, obj, *_check_str_call(obj, args), **kwargs)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         name = getattr(value, "__name__", None)

@@ -160,6 +160,11 @@ BUILTIN_FILTER_USES = [
     "{{ x|forceescape }}",
     "{{ x|safe }}",
     "{{ x|lower }}",
+    "{{ ','.join(range(3)|map('string')) }}",
+    "{{ ','.join(['a', x]) }}",
+    "{{ 'a' ~ x ~ 1 }}",
+    "{{ dict(a=1).values() }}",
+    "{{ namespace(a=1) }}",
 ]
 
 
@@ -206,6 +211,11 @@ def test_compiled_fast_path_renders_like_template_render(job_dir: Path) -> None:
     [
         "{{ 'x' * 10**9 }}",
         "{{ 10**9 * 'x' }}",
+        "{% set a = ['x' * 10**6] %}{% set b = [a, a, a, a, a, a, a, a, a, a] %}"
+        "{% set c = [b, b, b, b, b, b, b, b, b, b] %}{{ (c ~ '')|length }}",
+        "{% set s = 'x' * 10**6 %}{{ dict(a=s, b=s, c=s).values() }}",
+        "{% set s = 'x' * 10**6 %}{{ namespace(a=[s, s, s]) }}",
+        "{% set s = 'x' * 10**6 %}{{ ''.join(range(3)|map('string')|map('replace', '', s)) }}",
         "{{ ['x'] * 10**9 }}",
         "{{ 'x'|center(10**9) }}",
         "{{ 'x'.ljust(10**9) }}",
