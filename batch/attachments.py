@@ -1,7 +1,17 @@
 """Files a message carries (e-mail attachments, signature documents), read within the job.
 
-A path comes from a template over the row, so it is resolved and confined to the job's
-folder before it is read; rows share attachments, so each file is read once.
+Two kinds:
+  - fixed files (`path:`): the path comes from a template over the row, so it is resolved
+    and confined to the job's folder before it is read; rows share attachments, so each file
+    is read once;
+  - generated documents (`template:`): one PDF per row from an HTML + CSS template
+    (batch.documents), stored as `<output>/<campaign>/documents/<key>/<name>`. The scan
+    (`validate`) renders them all; `run` renders each row again only as far as its HTML, finds
+    the stored PDF current and sends exactly its bytes, read back against its SHA-256.
+
+A message's generated documents travel in its content under `DOCUMENTS` as
+`[{"name", "sha256"}]`: the sender records them in the ledger's `documents` column and the
+channels leave the key out of the API payload (`without_documents`).
 """
 
 from __future__ import annotations
@@ -9,17 +19,76 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from batch.documents import DocumentError, DocumentRenderer, read_if_unchanged
+from batch.jobmodel import JobSpec
+from batch.templating import template_dirs
 
 _FILE_CACHE_ENTRIES = 256  # signature documents differ per row: bound the memory they hold
+DOCUMENTS = "documents"  # the content key listing a message's generated documents
+# The API documents no attachment limit for e-mail; mail servers commonly refuse messages
+# over 20-25 MB, and base64 adds a third: 15 MB of files in all keeps a message under 20 MB.
+EMAIL_ATTACHMENTS_LIMIT = 15 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A row's generated document as it will be sent."""
+
+    name: str
+    sha256: str
+    size: int
+    b64: str
+
+    @property
+    def digest(self) -> str:
+        """`sha256:<hex>`, as the content hash takes a file."""
+        return "sha256:" + self.sha256
+
+
+def generated_templates(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]]:
+    """(job-file location, template) of every document the job generates per row."""
+    found: list[tuple[tuple[str | int, ...], str]] = [
+        (("message", "attachments", i, "template"), a.template)
+        for i, a in enumerate(spec.message.attachments)
+        if a.template is not None
+    ]
+    if spec.document is not None and spec.document.template is not None:
+        found.append((("document", "template"), spec.document.template))
+    return found
+
+
+def without_documents(content: dict[str, Any]) -> dict[str, Any]:
+    """The content without the list of generated documents (not an API field)."""
+    return {k: v for k, v in content.items() if k != DOCUMENTS}
 
 
 class JobFiles:
-    """Reads files for attachments and documents once per path, within the job's folder."""
+    """Reads files for attachments and documents once per path, within the job's folder.
 
-    def __init__(self, base_dir: Path) -> None:
+    With `html_env` and `output_dir` it also generates documents (`generate`).
+    """
+
+    def __init__(
+        self,
+        base_dir: Path,
+        *,
+        html_env: jinja2.Environment | None = None,
+        output_dir: Path | None = None,
+    ) -> None:
         self.base_dir = base_dir.resolve()
         self._cache: OrderedDict[Path, tuple[bytes, str, str]] = OrderedDict()
+        self._output_dir = output_dir
+        self._renderer = (
+            DocumentRenderer(html_env, roots=template_dirs(self.base_dir))
+            if html_env is not None
+            else None
+        )
 
     def resolve(self, rendered: str) -> Path:
         """The real path of a rendered file name; ValueError if missing or outside the folder."""
@@ -46,3 +115,30 @@ class JobFiles:
         if len(self._cache) > _FILE_CACHE_ENTRIES:
             self._cache.popitem(last=False)
         return entry
+
+    def generate(
+        self, key: str, template: str, name: str, variables: dict[str, Any], *, limit: int
+    ) -> Generated:
+        """The row's document, rendered or found current in the store; ValueError saying why not.
+
+        The bytes returned are the stored file's, read back and checked against its SHA-256.
+        """
+        if self._renderer is None or self._output_dir is None:
+            raise ValueError("documents cannot be generated here (no output folder)")
+        try:
+            document = self._renderer.produce(
+                self._output_dir, key, template, name, variables, limit=limit
+            )
+        except DocumentError as err:
+            raise ValueError(err.message) from err
+        data = read_if_unchanged(document.path, document.sha256)
+        if data is None:
+            raise ValueError(f"{document.path}: changed while it was read; run again")
+        return Generated(
+            document.name, document.sha256, len(data), base64.b64encode(data).decode("ascii")
+        )
+
+
+def decoded_size(b64: str) -> int:
+    """The byte size of a base64 text, without decoding it."""
+    return len(b64) * 3 // 4 - b64[-2:].count("=")

@@ -51,7 +51,6 @@ from urllib.request import url2pathname
 import jinja2
 from jinja2.exceptions import SecurityError
 
-from batch.certificates import safe_name
 from batch.errors import InputError, RowError, WorkPending
 from batch.files import write_atomic
 
@@ -211,6 +210,9 @@ def check_name(name: str) -> str:
 
 def document_path(output_dir: Path, key: str, name: str) -> Path:
     """Where `key`'s document `name` is kept: `<output_dir>/documents/<safe key>/<name>`."""
+    # Imported here: batch.certificates reaches batch.render, which generates documents.
+    from batch.certificates import safe_name
+
     return output_dir / FOLDER / safe_name(key) / check_name(name)
 
 

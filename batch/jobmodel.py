@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -44,8 +44,16 @@ class RecipientSpec(StrictModel):
 
 
 class AttachmentSpec(StrictModel):
-    path: str  # template over the row, relative to the job file, inside its folder
-    name: str | None = None  # template; default: the file's name
+    """A fixed file (`path`) or a PDF generated per row (`template`): exactly one of them."""
+
+    path: str | None = None  # template over the row, relative to the job file, inside its folder
+    template: str | None = None  # HTML + CSS template file rendered to PDF (batch.documents)
+    name: str | None = None  # template; default: the file's name (required with `template`)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> AttachmentSpec:
+        _one_of(self.path, self.template, self.name)
+        return self
 
 
 class MessageSpec(StrictModel):
@@ -64,8 +72,26 @@ class SignerSpec(StrictModel):
 
 
 class DocumentSpec(StrictModel):
-    path: str  # template over the row: a PDF ≤ 10 MB inside the job's folder
-    name: str | None = None  # template; default: the file's name
+    """A ready-made PDF (`path`) or one generated per row (`template`): exactly one of them."""
+
+    path: str | None = None  # template over the row: a PDF ≤ 10 MB inside the job's folder
+    template: str | None = None  # HTML + CSS template file rendered to PDF (batch.documents)
+    name: str | None = None  # template; default: the file's name (required with `template`)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DocumentSpec:
+        _one_of(self.path, self.template, self.name)
+        return self
+
+
+def _one_of(path: str | None, template: str | None, name: str | None) -> None:
+    """Exactly one of `path` and `template`; a generated document needs a `name`."""
+    if path is not None and template is not None:
+        raise ValueError("give either `path` (a file) or `template` (a generated PDF), not both")
+    if path is None and template is None:
+        raise ValueError("`path` (a file) or `template` (a generated PDF) is required")
+    if template is not None and not (name or "").strip():
+        raise ValueError('`name` is required with `template`, e.g. name: "Contrato {{ id }}.pdf"')
 
 
 class ApiSpec(StrictModel):

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from batch.attachments import JobFiles
+from batch.attachments import JobFiles, generated_templates
 from batch.channels import channel_for
 from batch.compiled import RowContext, Templates
 from batch.errors import DatasetError, RowError
@@ -40,6 +40,7 @@ __all__ = [
 ]
 
 PARALLEL_THRESHOLD = 2_000  # below this, starting processes costs more than it saves
+DOCUMENT_THRESHOLD = 64  # the same, for a job generating a PDF per row
 
 
 class RowProblems(Exception):
@@ -83,7 +84,9 @@ class Renderer:
         # Both environments hold the same globals; a row's columns override them.
         self._globals = dict(text_env.globals)
         templates = Templates(text_env, html_env)
-        self._builder = self.channel.builder(job.spec, templates, JobFiles(job.base_dir))
+        # Generated documents render through the bodies' HTML environment, stored per campaign.
+        files = JobFiles(job.base_dir, html_env=html_env, output_dir=job.output_dir)
+        self._builder = self.channel.builder(job.spec, templates, files)
 
     def render(self, row: Mapping[str, Any]) -> Message:
         """The row's message; RowProblems listing every reason if it cannot be sent."""
@@ -141,7 +144,9 @@ def scan(job: Job, frame: pl.DataFrame, *, workers: int | None = None) -> Scan:
     workers = workers if workers is not None else (os.cpu_count() or 1)
     parts: list[pl.DataFrame] = []
     errors: list[RowError] = []
-    if workers <= 1 or frame.height < PARALLEL_THRESHOLD:
+    # A generated document costs ~100x a body: processes pay for themselves much sooner.
+    threshold = DOCUMENT_THRESHOLD if generated_templates(job.spec) else PARALLEL_THRESHOLD
+    if workers <= 1 or frame.height < threshold:
         renderer = Renderer(job)
         for chunk in frame.iter_slices(CHUNK_ROWS):
             columns, problems = _scan_columns(chunk.to_dict(as_series=False), renderer)

@@ -25,6 +25,7 @@ import polars as pl
 
 from batch import errors
 from batch.anchors import newest_parent, request_id
+from batch.attachments import DOCUMENTS
 from batch.channels import channel_for
 from batch.client import LegallyMailClient
 from batch.jobmodel import Job
@@ -267,10 +268,15 @@ class Sender:
             outcomes=answer.outcomes,
             sent_at=datetime.now(UTC),
         )
+        fields: dict[str, Any] = {}
         channel_data = self.channel.send_data(data, content)
         if channel_data is not None:
+            fields["channel_data"] = channel_data
+        if content.get(DOCUMENTS):  # the generated documents as sent: name and SHA-256
+            fields["documents"] = content[DOCUMENTS]
+        if fields:
             for entry in batch.entries:
-                self.ledger.update(entry.key, channel_data=channel_data)
+                self.ledger.update(entry.key, **fields)
         for o in answer.outcomes:
             if o.status == SENT:
                 self.stats.sent += 1

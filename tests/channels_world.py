@@ -66,6 +66,8 @@ def make_world(
     )
     jobs = tmp_path / "jobs"
     shutil.copytree(JOBS, jobs)
+    # The generated documents' templates (contracts, letters) are found in ../templates.
+    shutil.copytree(JOBS.parent / "templates", tmp_path / "templates")
     for name in (SMS_JOB, SIGNATURE_JOB):
         path = jobs / name
         path.write_text(path.read_text(encoding="utf-8") + SCALED, encoding="utf-8")
@@ -89,3 +91,21 @@ def with_signer_list(job_text: str, template: str) -> str:
     """The example signature job with its `signers:` block replaced by a `signer_list`."""
     start, end = job_text.index("signers:"), job_text.index("document:")
     return f"{job_text[:start]}signer_list: '{template}'\n{job_text[end:]}"
+
+
+def with_ready_made_pdfs(world: World, keys: list[str]) -> Path:
+    """The signature example sending ready-made PDFs (`document.path`), one per key given.
+
+    Each is a copy of data/terms.pdf in data/contracts/; returns that folder.
+    """
+    path = world.jobs / SIGNATURE_JOB
+    text = path.read_text(encoding="utf-8")
+    start = text.index("document:")
+    end = text.index("\n", start)
+    line = 'document: {path: "data/contracts/{{ id }}.pdf", name: "Contract {{ id }}.pdf"}'
+    path.write_text(text[:start] + line + text[end:], encoding="utf-8")
+    folder = world.jobs / "data" / "contracts"
+    folder.mkdir(exist_ok=True)
+    for key in keys:
+        shutil.copy(world.jobs / "data" / "terms.pdf", folder / f"{key}.pdf")
+    return folder

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from channels_world import (
     by_key,
     cli,
     make_world,
+    with_ready_made_pdfs,
     with_signer_list,
 )
 
@@ -57,7 +57,9 @@ def test_signature_example_validates(world: World) -> None:
 
 
 def test_signature_row_errors(world: World) -> None:
-    contracts = world.jobs / "data" / "contracts"
+    premium = ["C-1003", "C-1006", "C-1009", "C-1012", "C-1015"]
+    premium += ["C-1018", "C-1021", "C-1024", "C-1027", "C-1030"]
+    contracts = with_ready_made_pdfs(world, premium)
     (contracts / "C-1006.pdf").unlink()
     (contracts / "C-1009.pdf").write_text("not a pdf", encoding="utf-8")
     with open(contracts / "C-1012.pdf", "r+b") as fh:
@@ -102,7 +104,7 @@ def test_signature_campaign_runs_tracks_and_downloads(world: World) -> None:
     carla = rows["C-1003"]
     assert carla["email"] == "carla.sanchez@example.com"
     data = json.loads(str(carla["channel_data"]))
-    assert data["status_at_send"] == "pending" and data["document_name"] == "Contract C-1003.pdf"
+    assert data["status_at_send"] == "pending" and data["document_name"] == "Contrato C-1003.pdf"
     assert data["signers"] == [
         {
             "name": "Carla Sánchez",
@@ -156,10 +158,6 @@ def test_signature_in_doubt_is_found_in_the_listing_not_sent_again(world: World)
 def test_a_late_request_that_never_took_effect_is_proven_absent(world: World) -> None:
     """After 25 requests the first anchor is out of the listing: the anchor must move on."""
     world.edit_rows(lambda f: f.with_columns(pl.lit("premium").alias("plan")))
-    contracts = world.jobs / "data" / "contracts"
-    for i in range(1001, 1031):
-        if not (contracts / f"C-{i}.pdf").exists():
-            shutil.copy(contracts / "C-1003.pdf", contracts / f"C-{i}.pdf")
     faults = world.sandbox.state.faults
 
     class FailOneLate(NullReporter):
@@ -223,9 +221,6 @@ def test_signer_list_errors_are_row_errors(world: World, rendered: str, fragment
     path = world.jobs / SIGNATURE_JOB
     text = path.read_text(encoding="utf-8").replace("plan = 'premium'", "true")
     path.write_text(with_signer_list(text, "{{ signers }}"), encoding="utf-8")
-    contracts = world.jobs / "data" / "contracts"
-    for key in ("C-1001", "C-1002"):
-        shutil.copy(contracts / "C-1003.pdf", contracts / f"{key}.pdf")
     _, result = validate(world.job(SIGNATURE_JOB))
     assert len(result.errors) == 3
     assert all(e.field.startswith("signer_list") for e in result.errors)

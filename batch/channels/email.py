@@ -15,7 +15,14 @@ import polars as pl
 
 from batch.addresses import normalize_email
 from batch.answers import api_time, certificate, dumps, ledger_status, merged, utc
-from batch.attachments import JobFiles
+from batch.attachments import (
+    DOCUMENTS,
+    EMAIL_ATTACHMENTS_LIMIT,
+    JobFiles,
+    decoded_size,
+    generated_templates,
+    without_documents,
+)
 from batch.channels.base import (
     IN_DOUBT_NEXT,
     Answer,
@@ -35,6 +42,7 @@ from batch.channels.base import (
 )
 from batch.client import LegallyMailClient
 from batch.compiled import Compiled, RowContext, Templates
+from batch.documents import check_size
 from batch.jobmodel import JobSpec
 from batch.ledger import FAILED, IN_DOUBT, SENT, Entry, Outcome
 from batch.message import Message, text_digest
@@ -53,8 +61,10 @@ class EmailBuilder:
         self._html = templates.file(msg.html)
         self._reply_to = templates.inline(msg.reply_to)
         self._reply_to_name = templates.inline(msg.reply_to_name)
+        # (path template, name template, generated document's template file) per attachment
         self._attachments = [
-            (templates.inline(a.path), templates.inline(a.name)) for a in msg.attachments
+            (templates.inline(a.path), templates.inline(a.name), a.template)
+            for a in msg.attachments
         ]
 
     def build(self, row: RowContext) -> Built | None:
@@ -86,16 +96,57 @@ class EmailBuilder:
         if self._attachments:
             files: list[dict[str, str]] = []
             digests: list[dict[str, str]] = []
-            for i, (path_t, name_t) in enumerate(self._attachments):
-                found = self._attachment(row, f"message.attachments[{i}]", path_t, name_t)
+            documents: list[dict[str, str]] = []
+            for i, (path_t, name_t, template) in enumerate(self._attachments):
+                where = f"message.attachments[{i}]"
+                found: tuple[dict[str, str], dict[str, str]] | None
+                if template is not None:
+                    generated = self._generated(row, where, template, name_t, address)
+                    found = None if generated is None else generated[:2]
+                    if generated is not None:
+                        documents.append({"name": generated[0]["filename"], "sha256": generated[2]})
+                else:
+                    found = self._attachment(row, where, path_t, name_t)
                 if found is not None:
                     files.append(found[0])
                     digests.append(found[1])
+            total = sum(decoded_size(f["content"]) for f in files)
+            if total > EMAIL_ATTACHMENTS_LIMIT:
+                row.fail(
+                    "message.attachments",
+                    check_size(total, limit=EMAIL_ATTACHMENTS_LIMIT, what="the attachments") or "",
+                )
             content["attachments"] = files
             hashable["attachments"] = digests
+            if documents:
+                content[DOCUMENTS] = documents
         if address is None or not subject or body is None or row.errors:
             return None
         return address, name, content, hashable, subject
+
+    def _generated(
+        self,
+        row: RowContext,
+        where: str,
+        template: str,
+        name_t: Compiled | None,
+        address: str | None,
+    ) -> tuple[dict[str, str], dict[str, str], str] | None:
+        """A PDF generated for this row: (API item, hashable item, SHA-256)."""
+        shown = row.render(f"{where}.name", name_t)
+        key = row.key or address
+        if shown is None or not key or row.errors:
+            return None
+        found = row.check(
+            f"{where}.template",
+            lambda: self._files.generate(
+                key, template, shown, row.variables, limit=EMAIL_ATTACHMENTS_LIMIT
+            ),
+        )
+        if found is None:
+            return None
+        item = {"filename": found.name, "content": found.b64, "mime_type": "application/pdf"}
+        return item, {**item, "content": found.digest}, found.sha256
 
     def _attachment(
         self,
@@ -148,8 +199,9 @@ class EmailChannel:
         return out + sms_only(spec) + signature_only(spec)
 
     def template_files(self, spec: JobSpec) -> list[tuple[Loc, str]]:
-        """The HTML body's template file."""
-        return [(("message", "html"), spec.message.html)] if spec.message.html else []
+        """The HTML body's template file and the generated attachments' templates."""
+        body = [(("message", "html"), spec.message.html)] if spec.message.html else []
+        return body + generated_templates(spec)
 
     def address_source(self, spec: JobSpec) -> str:
         """`recipient.email`, by default the `email` column."""
@@ -173,7 +225,7 @@ class EmailChannel:
 
     def payload(self, content: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
         """One message to a comma-separated list of recipients."""
-        return {**content, "recipient": ", ".join(addresses)}
+        return {**without_documents(content), "recipient": ", ".join(addresses)}
 
     def post(self, api: LegallyMailClient, payload: dict[str, Any]) -> dict[str, Any]:
         """`POST /api/send-email`."""
@@ -256,7 +308,14 @@ class EmailChannel:
         reply = msg.reply_to or "none: replies go to the sender"
         if msg.reply_to and msg.reply_to_name:
             reply = f"{msg.reply_to_name} <{msg.reply_to}>"
-        files = [f"{a.name or a.path} ({a.path})" if a.name else a.path for a in msg.attachments]
+        files = [
+            f"{a.name} (generated from {a.template})"
+            if a.template
+            else f"{a.name or a.path} ({a.path})"
+            if a.name
+            else a.path or ""
+            for a in msg.attachments
+        ]
         return [
             ("subject", per_row(msg.subject or "")),
             ("sender", sender(spec)),

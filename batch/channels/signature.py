@@ -15,7 +15,13 @@ import polars as pl
 
 from batch.addresses import normalize_email, normalize_phone, parse_signers
 from batch.answers import api_time, certificate, dumps, json_object, ledger_status, merged
-from batch.attachments import JobFiles
+from batch.attachments import (
+    DOCUMENTS,
+    Generated,
+    JobFiles,
+    generated_templates,
+    without_documents,
+)
 from batch.channels.base import (
     IN_DOUBT_NEXT,
     Answer,
@@ -55,6 +61,7 @@ class SignatureBuilder:
         self._signer_list = inline(spec.signer_list)
         self._doc_path = inline(spec.document.path) if spec.document else None
         self._doc_name = inline(spec.document.name) if spec.document else None
+        self._doc_template = spec.document.template if spec.document else None
 
     def build(self, row: RowContext) -> Built | None:
         """The signers, validated, and the PDF document."""
@@ -70,21 +77,43 @@ class SignatureBuilder:
                 )
                 signer["phone"] = phone or ""
             signers.append(signer)
-        doc_path = row.render("document.path", self._doc_path)
         doc_name = (row.render("document.name", self._doc_name) or "").strip()
-        document = None if doc_path is None else self._document(row, doc_path)
+        generated = None
+        if self._doc_template is not None:
+            if row.errors or not signers:  # no document for a row that cannot be sent
+                return None
+            generated = self._generated(row, doc_name, signers[0].get("email") or "")
+            document = None if generated is None else (generated.name, generated.b64)
+            digest = generated.digest if generated is not None else ""
+        else:
+            doc_path = row.render("document.path", self._doc_path)
+            found = None if doc_path is None else self._document(row, doc_path)
+            document = None if found is None else (doc_name or found[0].name, found[1])
+            digest = found[2] if found is not None else ""
         if document is None or row.errors or not signers:
             return None
-        path, b64, digest = document
-        name = doc_name or path.name
-        content = {
+        content: dict[str, Any] = {
             "signers": signers,
-            "document": b64,
-            "document_name": name,
+            "document": document[1],
+            "document_name": document[0],
             "language": self._language,
         }
         hashable = {**content, "document": digest}
+        if generated is not None:
+            content[DOCUMENTS] = [{"name": generated.name, "sha256": generated.sha256}]
         return signers[0]["email"], signers[0]["name"], content, hashable, ""
+
+    def _generated(self, row: RowContext, name: str, first_email: str) -> Generated | None:
+        """The row's PDF generated from the document template (≤ 10 MB)."""
+        key = row.key or first_email
+        template = self._doc_template
+        assert template is not None
+        return row.check(
+            "document.template",
+            lambda: self._files.generate(
+                key, template, name, row.variables, limit=DOCUMENT_MAX_BYTES
+            ),
+        )
 
     def _raw_signers(self, row: RowContext) -> list[tuple[str, str, str | None, str]]:
         """(field, name, e-mail, phone) of each signer as rendered, before validation."""
@@ -158,8 +187,8 @@ class SignatureChannel:
         return out + email_only(spec) + sms_only(spec)
 
     def template_files(self, spec: JobSpec) -> list[tuple[Loc, str]]:
-        """None yet: the document is a ready-made PDF."""
-        return []
+        """The generated document's template, if the job generates it."""
+        return generated_templates(spec)
 
     def address_source(self, spec: JobSpec) -> str:
         """The first signer's e-mail (with signer_list, a key column is required instead)."""
@@ -183,7 +212,7 @@ class SignatureChannel:
 
     def payload(self, content: dict[str, Any], addresses: list[str]) -> dict[str, Any]:
         """The content as built: the signers are in it."""
-        return dict(content)
+        return without_documents(content)
 
     def post(self, api: LegallyMailClient, payload: dict[str, Any]) -> dict[str, Any]:
         """`POST /api/send-signature`."""
@@ -325,7 +354,7 @@ class SignatureChannel:
     def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:
         """The document, the signers, the language and the sender."""
         document = spec.document
-        name = (document.name or document.path) if document else ""
+        name = (document.name or document.path or "") if document else ""
         if spec.signer_list is not None:
             signers = f"per recipient: {spec.signer_list}"
         else:
@@ -334,7 +363,14 @@ class SignatureChannel:
             )
         return [
             ("document", per_row(name)),
-            ("document file", per_row(document.path) if document else ""),
+            (
+                "document file",
+                f"generated from {document.template}"
+                if document and document.template
+                else per_row(document.path or "")
+                if document
+                else "",
+            ),
             ("signers", per_row(signers)),
             ("language", spec.language),
             ("sender", sender(spec)),
