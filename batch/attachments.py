@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,21 @@ def generated_templates(spec: JobSpec) -> list[tuple[tuple[str | int, ...], str]
     if spec.document is not None and spec.document.template is not None:
         found.append((("document", "template"), spec.document.template))
     return found
+
+
+def recorded_documents(value: Any) -> list[tuple[str, str]]:
+    """The ledger's `documents` cell as (name, SHA-256) pairs; [] when it holds none."""
+    try:
+        loaded = json.loads(value) if isinstance(value, str) else value
+    except ValueError:
+        return []
+    if not isinstance(loaded, list):
+        return []
+    return [
+        (str(d["name"]), str(d.get("sha256") or "").lower())
+        for d in loaded
+        if isinstance(d, dict) and d.get("name")
+    ]
 
 
 def without_documents(content: dict[str, Any]) -> dict[str, Any]:

@@ -241,6 +241,21 @@ def certificates(job: Path, period: str | None) -> None:
 
 @main.command()
 @job_argument
+@handle_errors
+def evidence(job: Path, period: str | None) -> None:
+    """Write <output>/<campaign>/evidence-<campaign>.zip: what was sent and the proof of it."""
+    from batch.evidence import evidence_for
+
+    bundle = evidence_for(_load(job, period))
+    _out().print(f"evidence: {bundle.path}")
+    for line in bundle.missing[:20]:
+        console.print(f"[yellow]missing:[/] {line}", markup=True, highlight=False)
+    if len(bundle.missing) > 20:
+        console.print(f"… {len(bundle.missing) - 20} more in MISSING.txt inside the bundle")
+
+
+@main.command()
+@job_argument
 @click.option("--export", "fmt", type=click.Choice(["xlsx", "csv"]), help="Also export rows.")
 @click.option(
     "--output", type=click.Path(dir_okay=False, path_type=Path), help="Where to write the export."

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import jinja2
 import polars as pl
 
 from batch.certificates import FOLDER as CERTIFICATES
@@ -48,6 +49,8 @@ from batch.documents import FOLDER as DOCUMENTS
 from batch.documents import sha256_file
 from batch.errors import BatchError, InputError
 from batch.files import fsync_dir
+from batch.jobmodel import Job
+from batch.templating import make_environments
 
 MANIFEST, MISSING, SUMS, LEDGER, REPORT = (
     "manifest.csv",
@@ -85,6 +88,54 @@ class _Recipient:
     missing: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Bundle:
+    """An evidence bundle written: where, and what it lacks (MISSING.txt's lines)."""
+
+    path: Path
+    missing: list[str]
+
+
+def evidence_for(job: Job) -> Bundle:
+    """Write the job's evidence bundle from its ledger, documents, certificates and report."""
+    from batch.ledger import read_ledger  # the ledger pulls polars' IO in: only when asked
+
+    return _bundle(
+        job.output_dir,
+        campaign=job.campaign,
+        job_path=job.path,
+        template_paths=job_templates(job),
+        ledger_frame=read_ledger(job.output_dir),
+        tz=job.tz.key,
+    )
+
+
+def job_templates(job: Job) -> list[Path]:
+    """The template files the job names (body, generated documents) and what they loaded.
+
+    What a generated document loaded (stylesheet, images) is read from the documents'
+    sidecars (batch.documents): the files as they are now, inside the job's folders.
+    """
+    from batch.channels import channel_for  # the channels import the whole send path
+
+    _, html_env = make_environments(job.base_dir)
+    found: set[Path] = set()
+    for _, name in channel_for(job.spec).template_files(job.spec):
+        try:
+            filename = html_env.get_template(name).filename
+        except jinja2.TemplateError:
+            continue  # the job file's checks said so already
+        if filename:
+            found.add(Path(filename))
+    for sidecar in (job.output_dir / DOCUMENTS).glob("*/.*.json"):
+        record = _json(sidecar.read_text(encoding="utf-8", errors="replace"))
+        resources = record.get("resources") if isinstance(record, dict) else None
+        for resource in resources if isinstance(resources, dict) else {}:
+            if Path(resource).is_file():
+                found.add(Path(resource))
+    return sorted(found)
+
+
 def build_evidence(
     output_dir: Path,
     *,
@@ -95,6 +146,25 @@ def build_evidence(
     tz: str,
 ) -> Path:
     """Write `<output_dir>/evidence-<campaign>.zip` and return its path."""
+    return _bundle(
+        output_dir,
+        campaign=campaign,
+        job_path=job_path,
+        template_paths=template_paths,
+        ledger_frame=ledger_frame,
+        tz=tz,
+    ).path
+
+
+def _bundle(
+    output_dir: Path,
+    *,
+    campaign: str,
+    job_path: Path,
+    template_paths: list[Path],
+    ledger_frame: pl.DataFrame,
+    tz: str,
+) -> Bundle:
     try:
         zone = ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError) as err:
@@ -117,7 +187,8 @@ def build_evidence(
     _add_data(files, SUMS, sums.encode())
     target = out / f"evidence-{safe_name(campaign)}.zip"
     _write_zip(target, top, files)
-    return target
+    missing = report_missing + [f"{r.cells['key']}: {m}" for r in recipients for m in r.missing]
+    return Bundle(target, missing)
 
 
 # --- one recipient ----------------------------------------------------------------------------

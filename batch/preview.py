@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 from pathlib import Path
+from urllib.parse import quote
 
 import polars as pl
 
+from batch.attachments import DOCUMENTS
 from batch.channels import channel_for
+from batch.documents import document_path
 from batch.files import write_atomic
 from batch.jobmodel import Job
 from batch.message import Message
@@ -30,7 +34,7 @@ def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 
             )
             continue
         page = f"{i:04d}-{_safe_name(message.key)}.html"
-        write_atomic(out_dir / page, _message_page(job, message).encode("utf-8"))
+        write_atomic(out_dir / page, _message_page(job, message, out_dir).encode("utf-8"))
         subject = message.content.get("subject") or message.content.get("document_name") or ""
         entries.append(
             f'<tr><td>{message.row}</td><td><a href="{html.escape(page)}">'
@@ -48,7 +52,7 @@ def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 
     return index
 
 
-def _message_page(job: Job, message: Message) -> str:
+def _message_page(job: Job, message: Message, out_dir: Path) -> str:
     esc = html.escape
     parts = channel_for(job.spec).preview(message)
     head = [
@@ -61,7 +65,20 @@ def _message_page(job: Job, message: Message) -> str:
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in head)
     title = esc(f"{job.campaign}: {message.key}")
     page = f"<!doctype html><meta charset=utf-8><title>{title}</title><table>{rows}</table>"
-    return f"{page}<hr>{parts.body}\n"
+    return f"{page}{_documents(job, message, out_dir)}<hr>{parts.body}\n"
+
+
+def _documents(job: Job, message: Message, out_dir: Path) -> str:
+    """Links to the message's generated documents, as stored (and as `run` will send them)."""
+    links = []
+    for item in message.content.get(DOCUMENTS) or []:
+        target = document_path(job.output_dir, message.key, str(item["name"]))
+        href = quote(Path(os.path.relpath(target, out_dir.resolve())).as_posix())
+        links.append(
+            f'<li><a href="{html.escape(href)}">{html.escape(str(item["name"]))}</a> '
+            f"<small>SHA-256 {html.escape(str(item['sha256']))}</small></li>"
+        )
+    return f"<p>generated documents:</p><ul>{''.join(links)}</ul>" if links else ""
 
 
 def _safe_name(key: str) -> str:

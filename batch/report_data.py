@@ -19,9 +19,11 @@ from zoneinfo import ZoneInfo
 import polars as pl
 
 from batch.answers import UNTRACKED, json_object, utc
-from batch.certificates import FOLDER
+from batch.attachments import recorded_documents
+from batch.certificates import FOLDER, safe_name
 from batch.channels import CHANNELS, channel_for
 from batch.channels.base import Evidence
+from batch.documents import FOLDER as DOCUMENTS
 from batch.jobmodel import Job
 from batch.ledger import FAILED, IN_DOUBT, PENDING, SENT, SKIPPED, read_ledger
 
@@ -71,6 +73,8 @@ class Recipient:
     evidence: Evidence
     certificates: list[CertificateFile]
     reason: str | None  # why it was not reached; None when it was, or is on its way
+    # The generated documents as sent (kind "document"): the ledger's SHA-256 vs the file's.
+    documents: list[CertificateFile] = field(default_factory=list)
 
 
 @dataclass
@@ -184,6 +188,7 @@ def campaign_report(job: Job, *, now: datetime | None = None) -> CampaignReport:
                     evidence=evidence,
                     certificates=files,
                     reason=_not_reached(row, evidence, tz, channel.in_doubt_advice),
+                    documents=_document_files(job.output_dir, row),
                 )
             )
     done_count = sum(counts.get(s, 0) for s in channel.done_statuses)
@@ -259,6 +264,19 @@ def _certificate_files(out: Path, row: dict[str, Any]) -> list[CertificateFile]:
         path = (out / str(relative)).resolve()
         if path.is_file():
             files.append(CertificateFile(str(kind), path, _sha256(path), api.get(str(kind))))
+    return files
+
+
+def _document_files(out: Path, row: dict[str, Any]) -> list[CertificateFile]:
+    """The row's generated documents as recorded at send time, hashed as they are on disk.
+
+    `sha256` is the file's now; `api_sha256` the ledger's record of what was sent.
+    """
+    files = []
+    for name, recorded in recorded_documents(row.get("documents")):
+        path = (out / DOCUMENTS / safe_name(str(row["key"])) / name).resolve()
+        sha = _sha256(path) if path.is_file() else ""
+        files.append(CertificateFile("document", path, sha, recorded or None))
     return files
 
 

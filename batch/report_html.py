@@ -217,7 +217,7 @@ def _evidence(data: CampaignReport, links_from: Path) -> str:
             f'<tbody><tr data-key="{_e(r.key)}"><td>{_who(r)}</td>'
             f'<td class="status">{_e(r.status)}</td>{cells}</tr>'
         )
-        extra = _files(r.certificates, links_from) + [
+        extra = _files(r.documents + r.certificates, links_from) + [
             f"{_e(k)}: {_e(v)}" for k, v in r.evidence.notes.items()
         ]
         if extra:
@@ -234,14 +234,24 @@ def _evidence(data: CampaignReport, links_from: Path) -> str:
 def _files(files: list[CertificateFile], links_from: Path) -> list[str]:
     out = []
     for f in files:
-        if f.matches is True:
+        what = "document" if f.kind == "document" else f"{f.kind} certificate"
+        if f.kind == "document" and not f.sha256:
+            out.append(f"document {_e(f.path.name)}: not on disk")
+            continue
+        if f.kind == "document":  # api_sha256 holds what the ledger recorded when it was sent
+            check = (
+                ' <span class="ok">= as sent</span>'
+                if f.matches
+                else f' <span class="bad">differs from the one sent ({_e(f.api_sha256)})</span>'
+            )
+        elif f.matches is True:
             check = ' <span class="ok">= the API\'s hash</span>'
         elif f.matches is False:
             check = f' <span class="bad">differs from the API\'s {_e(f.api_sha256)}</span>'
         else:
             check = ""
         out.append(
-            f'{_e(f.kind)} certificate <a href="{_e(_href(f.path, links_from))}">'
+            f'{_e(what)} <a href="{_e(_href(f.path, links_from))}">'
             f'{_e(f.path.name)}</a> SHA-256 <span class="sha">{_e(f.sha256)}</span>{check}'
         )
     return out

@@ -32,7 +32,7 @@ from batch.documents import (
     render_pdf,
 )
 from batch.errors import RowError, WorkPending
-from batch.render import format_date, money
+from batch.templating import make_environments
 
 REPO = Path(__file__).resolve().parent.parent
 # A 2x2 red PNG: small enough to inline, real enough for WeasyPrint to embed.
@@ -57,15 +57,8 @@ ROW = {"id": "C-1001", "name": "Ana López", "amount": "1234.5", "due": "2026-11
 
 
 def sandboxed(folder: Path) -> jinja2.Environment:
-    """An environment shaped like the job's: sandboxed, autoescaped, strict, same filters."""
-    env = jinja2.sandbox.SandboxedEnvironment(
-        loader=jinja2.FileSystemLoader([str(folder), str(folder / "templates")]),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-    )
-    env.filters["money"] = money
-    env.filters["date"] = format_date
-    return env
+    """The job's own HTML environment: sandboxed, autoescaped, strict, the project's filters."""
+    return make_environments(folder)[1]
 
 
 @pytest.fixture

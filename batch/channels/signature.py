@@ -20,6 +20,7 @@ from batch.attachments import (
     Generated,
     JobFiles,
     generated_templates,
+    recorded_documents,
     without_documents,
 )
 from batch.channels.base import (
@@ -332,6 +333,10 @@ class SignatureChannel:
                     None,
                 )
             )
+        ours = _generated_sha(row)
+        if ours and detail.get("document_hash"):
+            # The document as the API received it is the one we generated and recorded.
+            data["document_matches"] = str(detail["document_hash"]).lower() == ours
         fields: Row = {"status": status, "channel_data": merged(row, data)}
         if certificates:
             fields["certificates"] = dumps(certificates)
@@ -391,6 +396,14 @@ class SignatureChannel:
                 + f": {s.get('status') or 'unknown'}"
                 for s in signers
             )
+        if "document_matches" in data:
+            name = data.get("document_name") or "the document"
+            notes["document"] = (
+                f"{name}: the API's document_hash matches the SHA-256 of the document generated"
+                if data["document_matches"]
+                else f"{name}: the API's document_hash {data.get('document_hash')} DIFFERS "
+                "from the SHA-256 of the document generated"
+            )
         waiting = None
         if row.get("status") == SENT:
             done = sum(1 for s in signers if s.get("status") == "signed")
@@ -399,6 +412,12 @@ class SignatureChannel:
             )
         times = {name: api_time(data.get(name)) for name in self.evidence_times}
         return Evidence(times, notes, waiting)
+
+
+def _generated_sha(row: Row) -> str | None:
+    """The SHA-256 the ledger recorded for the row's generated document, if any."""
+    recorded = recorded_documents(row.get(DOCUMENTS))
+    return recorded[0][1] or None if recorded else None
 
 
 SIGNATURE = SignatureChannel()
