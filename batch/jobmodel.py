@@ -16,6 +16,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 
 class StrictModel(BaseModel):
@@ -86,12 +87,19 @@ class DocumentSpec(StrictModel):
 
 def _one_of(path: str | None, template: str | None, name: str | None) -> None:
     """Exactly one of `path` and `template`; a generated document needs a `name`."""
+    # PydanticCustomError: the message as written, without pydantic's "Value error, ".
     if path is not None and template is not None:
-        raise ValueError("give either `path` (a file) or `template` (a generated PDF), not both")
+        raise PydanticCustomError(
+            "source", "give either `path` (a file) or `template` (a generated PDF), not both"
+        )
     if path is None and template is None:
-        raise ValueError("`path` (a file) or `template` (a generated PDF) is required")
+        raise PydanticCustomError(
+            "source", "`path` (a file) or `template` (a generated PDF) is required"
+        )
     if template is not None and not (name or "").strip():
-        raise ValueError('`name` is required with `template`, e.g. name: "Contrato {{ id }}.pdf"')
+        raise PydanticCustomError(
+            "source", '`name` is required with `template`, e.g. name: "Contrato {{ id }}.pdf"'
+        )
 
 
 class ApiSpec(StrictModel):
