@@ -15,6 +15,7 @@ import polars as pl
 
 from batch import errors
 from batch.anchors import anchor_in
+from batch.attachments import DOCUMENTS
 from batch.channels import Channel
 from batch.client import LegallyMailClient
 from batch.jobmodel import Job
@@ -82,6 +83,9 @@ class Settler:
                 outcomes=finding.outcomes,
                 sent_at=datetime.now(UTC),
             )
+            if content is not None and content.get(DOCUMENTS):  # as the sender records them
+                for entry in batch.entries:
+                    self.ledger.update(entry.key, documents=content[DOCUMENTS])
             self.stats.sent += sum(o.status == SENT for o in finding.outcomes)
             self.stats.failed += sum(o.status == FAILED for o in finding.outcomes)
             self.reporter.note(f"{len(batch.entries)} recipient(s): {finding.reason}")
