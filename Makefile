@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint types pytest bench clean browser
+.PHONY: venv demo test lint types pytest bench clean browser pango
 
 venv: $(STAMP)
 
@@ -28,7 +28,11 @@ types: venv
 browser:
 	@command -v chromium >/dev/null 2>&1 || bash .ci/install-chromium
 
-pytest: venv browser
+# Generated documents need WeasyPrint's Pango, HarfBuzz-subset and the DejaVu fonts (root on CI).
+pango:
+	@bash .ci/install-pango
+
+pytest: venv browser pango
 	$(BIN)/pytest
 
 test: lint types pytest
@@ -36,6 +40,7 @@ test: lint types pytest
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/documents.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
