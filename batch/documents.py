@@ -52,7 +52,7 @@ import jinja2
 from jinja2.exceptions import SecurityError
 
 from batch.errors import InputError, RowError, WorkPending
-from batch.files import write_atomic
+from batch.files import safe_name, write_atomic
 
 FOLDER = "documents"
 SIGNATURE_LIMIT = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB
@@ -210,9 +210,6 @@ def check_name(name: str) -> str:
 
 def document_path(output_dir: Path, key: str, name: str) -> Path:
     """Where `key`'s document `name` is kept: `<output_dir>/documents/<safe key>/<name>`."""
-    # Imported here: batch.certificates reaches batch.render, which generates documents.
-    from batch.certificates import safe_name
-
     return output_dir / FOLDER / safe_name(key) / check_name(name)
 
 

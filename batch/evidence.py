@@ -44,12 +44,14 @@ import jinja2
 import polars as pl
 
 from batch.certificates import FOLDER as CERTIFICATES
-from batch.certificates import certificate_file, safe_name
+from batch.certificates import certificate_file
+from batch.channels import channel_for
 from batch.documents import FOLDER as DOCUMENTS
 from batch.documents import sha256_file
 from batch.errors import BatchError, InputError
-from batch.files import fsync_dir
+from batch.files import fsync_dir, safe_name
 from batch.jobmodel import Job
+from batch.ledger import read_ledger
 from batch.templating import make_environments
 
 MANIFEST, MISSING, SUMS, LEDGER, REPORT = (
@@ -98,8 +100,6 @@ class Bundle:
 
 def evidence_for(job: Job) -> Bundle:
     """Write the job's evidence bundle from its ledger, documents, certificates and report."""
-    from batch.ledger import read_ledger  # the ledger pulls polars' IO in: only when asked
-
     return _bundle(
         job.output_dir,
         campaign=job.campaign,
@@ -116,8 +116,6 @@ def job_templates(job: Job) -> list[Path]:
     What a generated document loaded (stylesheet, images) is read from the documents'
     sidecars (batch.documents): the files as they are now, inside the job's folders.
     """
-    from batch.channels import channel_for  # the channels import the whole send path
-
     _, html_env = make_environments(job.base_dir)
     found: set[Path] = set()
     for _, name in channel_for(job.spec).template_files(job.spec):

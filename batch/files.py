@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 
 from batch.errors import BatchError
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_STEM = 100  # file systems allow 255 bytes; leave room for the suffixes
+
+
+def safe_name(key: str) -> str:
+    """`key` as a file-name stem: safe characters only, unique per key.
+
+    Certificates and generated documents are stored under it.
+    """
+    clean = _UNSAFE.sub("_", key)[:_MAX_STEM]
+    if clean != key or clean.startswith("."):
+        clean = f"{clean.lstrip('.')}~{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return clean
 
 
 def fsync_dir(folder: Path) -> None:

@@ -20,10 +20,11 @@ import polars as pl
 
 from batch.answers import UNTRACKED, json_object, utc
 from batch.attachments import recorded_documents
-from batch.certificates import FOLDER, safe_name
+from batch.certificates import FOLDER
 from batch.channels import CHANNELS, channel_for
 from batch.channels.base import Evidence
 from batch.documents import FOLDER as DOCUMENTS
+from batch.files import safe_name
 from batch.jobmodel import Job
 from batch.ledger import FAILED, IN_DOUBT, PENDING, SENT, SKIPPED, read_ledger
 

@@ -20,10 +20,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch.certificates import certificate_file, safe_name
+from batch.certificates import certificate_file
 from batch.documents import document_path
 from batch.errors import InputError
 from batch.evidence import build_evidence
+from batch.files import safe_name
 from batch.ledger import SCHEMA
 
 CAMPAIGN = "demand-2026"
