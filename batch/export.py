@@ -22,7 +22,7 @@ from batch.report import ledger_frame
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _RISKY = r"^[=+\-@\t\r]"  # the same characters, as a regex
 _EXPORTED = {  # ledger column -> export column
-    "email": "lmbatch_address",  # as sent: normalised e-mail, E.164 phone, or first signer
+    "address": "lmbatch_address",  # as sent: normalised e-mail, E.164 phone, or first signer
     "tracking_id": "lmbatch_tracking_id",
     "status": "lmbatch_status",
     "sent_at": "lmbatch_sent_at_utc",

@@ -80,7 +80,7 @@ class Sender:
     ) -> None:
         self.job, self.api, self.ledger, self.frame = job, api, ledger, frame
         self.stats, self.reporter, self.stop = stats, reporter, stop
-        self.anchor: str | None = _newest_parent(ledger.frame())
+        self.anchor: str | None = _newest_parent(ledger.frame("parent_tracking_id", "sent_at"))
         self.anchor_checked = self.anchor is not None or job.spec.channel == "sms"
         self.wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
         self.wait: Callable[[float], None] = StopClock(stop).sleep
@@ -124,9 +124,7 @@ class Sender:
 
     def _plan(self, result: Scan) -> Plan:
         todo = self.ledger.plan(result.ok)
-        self.ledger.queue(
-            todo.select("key", pl.col("address").alias("email"), "name", "content_hash")
-        )
+        self.ledger.queue(todo.select("key", "address", "name", "content_hash"))
         batches = group(
             todo,
             max_recipients=self.job.spec.limits.max_recipients_per_request,
@@ -148,11 +146,13 @@ class Sender:
         for err in result.errors:
             if err.key:
                 reasons.setdefault(err.key, []).append(f"{err.field}: {err.message}")
-        settled = set(self.ledger.frame().filter(pl.col("status") != PENDING)["key"].to_list())
+        settled = set(
+            self.ledger.frame("status").filter(pl.col("status") != PENDING)["key"].to_list()
+        )
         for key, why in reasons.items():
             if key not in settled:
                 self.ledger.skip(
-                    [Entry(key=key, email="", name="", content_hash="")], "; ".join(why)
+                    [Entry(key=key, address="", name="", content_hash="")], "; ".join(why)
                 )
 
     def _check_credits(self, needed: int, allow_partial: bool) -> None:
@@ -173,8 +173,8 @@ class Sender:
             return
         for request_id, rows in doubtful.group_by("request_id", maintain_order=True):
             entries = [
-                Entry(key=k, email=e, name=n or "", content_hash=h)
-                for k, e, n, h in rows.select("key", "email", "name", "content_hash").iter_rows()
+                Entry(key=k, address=e, name=n or "", content_hash=h)
+                for k, e, n, h in rows.select("key", "address", "name", "content_hash").iter_rows()
             ]
             # The newest send known when the intent was written travels in its request id.
             anchor = _anchor_in(str(request_id[0]))
@@ -297,7 +297,7 @@ class Sender:
             }
             outcomes = []
             for entry in batch.entries:
-                answer = answers.get((entry.email or "").lower())
+                answer = answers.get((entry.address or "").lower())
                 if answer is None:  # accepted, yet not named in the answer: look it up later
                     outcomes.append(Outcome(entry.key, IN_DOUBT, None, MISSING_FROM_ANSWER))
                     continue
@@ -347,13 +347,15 @@ class Sender:
         parent: str | None = None,
     ) -> Finding:
         if parent is not None:
-            probe = Probe(tuple(e.email or "" for e in batch.entries), tuple(batch.keys), "", None)
+            probe = Probe(
+                tuple(e.address or "" for e in batch.entries), tuple(batch.keys), "", None
+            )
             return reconcile_in_send(self.api, probe, tracking_id=parent)
         if content is None:
             return Finding(Verdict.UNKNOWN, reason="the row is no longer in the dataset")
         channel = self.job.spec.channel
         probe = Probe(
-            addresses=tuple(e.email or "" for e in batch.entries),
+            addresses=tuple(e.address or "" for e in batch.entries),
             keys=tuple(batch.keys),
             subject=str(content.get("subject", "")),
             anchor=anchor,
@@ -411,7 +413,7 @@ class Sender:
         return True
 
     def _known_ids(self) -> set[str]:
-        whole = self.ledger.frame()
+        whole = self.ledger.frame("tracking_id", "parent_tracking_id")
         ids = pl.concat([whole["tracking_id"], whole["parent_tracking_id"]]).drop_nulls()
         return set(ids.to_list())
 

@@ -319,7 +319,7 @@ class _Tracker:
         by_address = {str(r.get("email") or "").strip().lower(): r for r in recipients}
         for row in rows:
             found = by_id.get(str(row["tracking_id"])) or by_address.get(
-                str(row.get("email") or "").strip().lower()
+                str(row.get("address") or "").strip().lower()
             )
             if found is None and not recipients:
                 found = detail  # a single send described without its recipients list

@@ -152,11 +152,11 @@ def test_sms_campaign_runs_tracks_and_reports(world: World) -> None:
     rows = by_key(job)
     accepted = world.log("sms")
     assert sorted(str(e["recipient"]) for e in accepted) == sorted(
-        str(r["email"]) for r in rows.values()
+        str(r["address"]) for r in rows.values()
     )
     assert {e["tracking_id"] for e in accepted} == {r["tracking_id"] for r in rows.values()}
     first = rows["C-1001"]
-    assert first["email"] == "+34653464097"
+    assert first["address"] == "+34653464097"
     assert json.loads(str(first["channel_data"])) == {
         "status_at_send": "sent",
         "credits_deducted": 1,
@@ -168,7 +168,7 @@ def test_sms_campaign_runs_tracks_and_reports(world: World) -> None:
     tracked = track(job)
     assert tracked.counts == {"delivered": 29, "failed": 1} and tracked.open == 0
     rows = by_key(job)
-    assert rows["C-1007"]["status"] == "failed" and rows["C-1007"]["email"] == "+34600000000"
+    assert rows["C-1007"]["status"] == "failed" and rows["C-1007"]["address"] == "+34600000000"
     assert rows["C-1001"]["final"] is True and rows["C-1001"]["delivered_at"] is not None
 
     got = download_certificates(job)
@@ -284,7 +284,7 @@ def test_signature_campaign_runs_tracks_and_downloads(world: World) -> None:
     assert len(accepted) == 10
     assert {e["tracking_id"] for e in accepted} == {r["tracking_id"] for r in rows.values()}
     carla = rows["C-1003"]
-    assert carla["email"] == "carla.sanchez@example.com"
+    assert carla["address"] == "carla.sanchez@example.com"
     data = json.loads(str(carla["channel_data"]))
     assert data["status_at_send"] == "pending" and data["document_name"] == "Contract C-1003.pdf"
     assert data["signers"] == [
@@ -334,7 +334,7 @@ def test_signature_in_doubt_is_found_in_the_listing_not_sent_again(world: World)
     assert len(accepted) == 4, "a lost answer must be looked up, not sent again"
     rows = by_key(job)
     assert {e["tracking_id"] for e in accepted} == {r["tracking_id"] for r in rows.values()}
-    assert {e["recipient"] for e in accepted} == {r["email"] for r in rows.values()}
+    assert {e["recipient"] for e in accepted} == {r["address"] for r in rows.values()}
 
 
 def test_a_late_request_that_never_took_effect_is_proven_absent(world: World) -> None:

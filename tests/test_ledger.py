@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import batch.journal as journal_module
-import batch.ledger as ledger_module
+import batch.ledger.core as ledger_module
+import batch.ledger.files as journal_module
 from batch.errors import LedgerError
 from batch.ledger import (
     FAILED,
@@ -56,7 +56,7 @@ def rows(*keys: str) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "key": list(keys),
-            "email": [f"{k}@example.com" for k in keys],
+            "address": [f"{k}@example.com" for k in keys],
             "name": [k.upper() for k in keys],
             "content_hash": ["h1"] * len(keys),
         }
@@ -200,7 +200,7 @@ def test_fail_skip_and_requeue(open_ledger: Callable[..., Ledger]) -> None:
     ledger.skip([Entry("c", "", "", "")], "still invalid")  # blanks keep what is known
     c = ledger.get("c")
     assert c is not None
-    assert (c["email"], c["error_details"]) == ("c@example.com", "still invalid")
+    assert (c["address"], c["error_details"]) == ("c@example.com", "still invalid")
     ledger.requeue(["a", "b", "c", "zzz"])
     assert ledger.counts() == {SENT: 1, PENDING: 2}
 
@@ -262,7 +262,8 @@ def test_journal_line_format(open_ledger: Callable[..., Ledger], folder: Path) -
     ledger.intent("r1", [entry("a")])
     (line,) = journal_lines(folder)
     event = json.loads(line)
-    assert (event["v"], event["type"], event["request_id"]) == (1, "intent", "r1")
+    assert (event["v"], event["type"], event["request_id"]) == (2, "intent", "r1")
+    assert event["rows"]["a"]["address"] == "a@example.com"  # v2: the address is `address`
     assert datetime.fromisoformat(event["at"]["$dt"]).tzinfo is not None
     assert event["rows"]["a"]["attempts"] == 1  # an absolute value: replay is idempotent
 
@@ -479,16 +480,16 @@ def test_queue_waits_for_the_next_checkpoint_and_writes_once(
     ledger = open_ledger()
     ledger.intent("r1", [entry("K0000007")])
     writes: list[int] = []
-    real_write = journal_module.write_parquet
+    real_write = journal_module.sink
 
-    def counting_write(frame: pl.DataFrame, path: Path) -> str:
-        writes.append(frame.height)
+    def counting_write(frame: pl.LazyFrame, path: Path) -> str:
+        writes.append(frame.select(pl.len()).collect().item())
         return real_write(frame, path)
 
-    monkeypatch.setattr(journal_module, "write_parquet", counting_write)
+    monkeypatch.setattr(journal_module, "sink", counting_write)
     n = 1_000_000
     many = pl.select(key=pl.format("K{}", pl.int_range(n).cast(pl.String).str.zfill(7)))
-    ledger.queue(many.with_columns(email=pl.lit("x@example.com"), content_hash=pl.lit("h")))
+    ledger.queue(many.with_columns(address=pl.lit("x@example.com"), content_hash=pl.lit("h")))
 
     assert writes == []  # nothing written before the first send
     assert ledger.counts() == {PENDING: n - 1, IN_DOUBT: 1}  # yet the ledger sees them

@@ -1,8 +1,17 @@
 """The ledger's files: the JSON-lines journal and the Parquet checkpoint, written durably.
 
+A journal line is `{"v": 2, "type": "intent", "at": T, "rows": {key: {column: value}}, ...}`
+plus the event's own payload (`request_id`, `reason`) for people reading it; datetimes are
+written as `{"$dt": "<ISO 8601 UTC>"}`. Version 1 lines (before the `address` column) name
+the address `email`; `read_events` hands every line back in the current form.
+
 Only newline-terminated journal lines count; an unterminated tail is a torn write and is
-dropped (and cut before the next append). The checkpoint carries a write id in its
-key-value metadata so a process can tell whether another one checkpointed since.
+dropped (and cut before the next append); an unparseable terminated line is a LedgerError
+naming file and line. The checkpoint carries a write id in its key-value metadata so a
+process can tell whether another one checkpointed since.
+
+The checkpoint is never held whole by this module: `scan` hands out a lazy frame (readers
+pick the columns they need) and `sink` streams a lazy frame into the new file.
 """
 
 from __future__ import annotations
@@ -17,18 +26,32 @@ from typing import Any
 import polars as pl
 
 from batch.errors import LedgerError
-from batch.files import fsync_dir
+from batch.files import atomic_path
+from batch.ledger.schema import migrate_frame, migrate_row, migrate_schema
 
 WRITE_ID = "lmbatch.write_id"  # parquet key-value metadata: which write produced the file
+VERSION = 2  # journal line format: 2 since the address column is `address`
 
 
-def read_parquet(path: Path) -> tuple[pl.DataFrame | None, str]:
-    """The checkpoint as written and its write id; (None, "") when there is none yet."""
+def scan(path: Path) -> tuple[pl.LazyFrame, dict[str, pl.DataType], str] | None:
+    """The checkpoint, lazily, migrated to the current column names; its schema; its write id.
+
+    None when there is no checkpoint yet.
+    """
     try:
-        frame = pl.read_parquet(path)
-        return frame, write_id(path)
+        written = dict(pl.read_parquet_schema(path))
+        frame = pl.scan_parquet(path, glob=False)
+        return migrate_frame(frame, written), migrate_schema(written), write_id(path)
     except FileNotFoundError:
-        return None, ""
+        return None
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
+
+
+def collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
+    """`frame` (a query over the checkpoint at `path`) computed; a LedgerError naming it."""
+    try:
+        return frame.collect()
     except (OSError, pl.exceptions.PolarsError) as err:
         raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
 
@@ -43,26 +66,19 @@ def write_id(path: Path) -> str:
         raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
 
 
-def write_parquet(frame: pl.DataFrame, path: Path) -> str:
-    """Replace `path` by `frame` atomically and durably; returns the new write id."""
-    write_id = uuid.uuid4().hex
-    tmp = path.with_name(path.name + ".tmp")
+def sink(frame: pl.LazyFrame, path: Path) -> str:
+    """Replace `path` by `frame`, streamed, atomically and durably; returns the new write id."""
+    new_id = uuid.uuid4().hex
     try:
-        frame.write_parquet(tmp, metadata={WRITE_ID: write_id})
-        fd = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
+        with atomic_path(path, temp=path.with_name(path.name + ".tmp")) as tmp:
+            frame.sink_parquet(tmp, metadata={WRITE_ID: new_id})
     except (OSError, pl.exceptions.PolarsError) as err:
         raise LedgerError(f"{path}: cannot write the ledger: {err}") from err
-    return write_id
+    return new_id
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """The journal's complete events; the unterminated tail (a torn write) is dropped."""
+    """The journal's complete events, current form; the unterminated tail is dropped."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -80,8 +96,17 @@ def read_events(path: Path) -> list[dict[str, Any]]:
                 f"{path}:{number}: corrupt journal line: {err}",
                 hint="the ledger cannot be trusted past this line; inspect the file",
             ) from err
+        if event.get("v", 1) < VERSION:
+            event["rows"] = {k: migrate_row(f) for k, f in event["rows"].items()}
         events.append(event)
     return events
+
+
+def event_line(kind: str, at: datetime, rows: dict[str, dict[str, Any]], **payload: Any) -> bytes:
+    """One journal line, newline-terminated."""
+    event = {"v": VERSION, "type": kind, "at": encode(at), **payload}
+    event["rows"] = {k: {c: encode(v) for c, v in f.items()} for k, f in rows.items()}
+    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 
 
 def cut_torn_tail(fd: int) -> None:

@@ -1,4 +1,4 @@
-"""The ledger: one row per recipient, durable as the run goes.
+"""The ledger: one row per recipient, durable as the run goes (state machine and durability).
 
 Files in the campaign folder:
 
@@ -7,95 +7,64 @@ Files in the campaign folder:
     ledger.lock      every append and every checkpoint holds an exclusive flock on it, so
                      `lmbatch run` and `lmbatch track` can write the same campaign at once
 
-A journal line is `{"v": 1, "type": "intent", "at": T, "rows": {key: {column: value}}, ...}`
-plus the event's own payload (`request_id`, `reason`) for people reading it; datetimes are
-written as `{"$dt": "<ISO 8601 UTC>"}`. Only newline-terminated lines count: an unterminated
-tail is a write that crashed before it was acknowledged and is dropped (and cut off before
-the next append); an unparseable terminated line is a LedgerError naming file and line.
-
-Replay is idempotent because events have "set" semantics: every line holds the absolute
-values it assigns (the intent carries `attempts: 3`, never "+1"), and conditional
-transitions (requeue only failed rows, …) are resolved when the event is recorded. Replaying
-lines that a checkpoint already folded (a crash between the parquet rename and the journal
-truncation) assigns the same values again, so no high-water mark is needed.
+The line format and the checkpoint's write id are in `files`; the fold of events into rows
+in `fold`; names, statuses and columns in `schema`.
 
 A send intent sets status `in_doubt` at once, in memory as on disk: if no outcome follows,
 the row reopens as in_doubt and the runner reconciles it against the API before any resend.
+Conditional transitions (requeue only failed rows, …) are resolved when the event is
+recorded, so the journal holds absolute values and replays idempotently.
 
 Several Ledger objects (processes) may write one campaign; each sees the others' events at
-its own checkpoints (call checkpoint() to refresh the view). An automatic checkpoint runs
-after the event that triggers it is durable, so a LedgerError from it never means the event
-was lost.
+its own checkpoints (call checkpoint() to refresh the view), or when it reads columns that
+only the parquet holds and finds that another process replaced it. An automatic checkpoint
+runs after the event that triggers it is durable, so a LedgerError from it never means the
+event was lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple, Self
 
 import polars as pl
 
-from batch import journal
 from batch.errors import LedgerError
 from batch.files import fsync_dir
-
-# Statuses: pending, in_doubt, sent, failed, skipped; tracking adds delivered, read, bounced
-# and any other value the API returns (kept as data).
-PENDING, IN_DOUBT, SENT, FAILED, SKIPPED = "pending", "in_doubt", "sent", "failed", "skipped"
-
-_UTC_US = pl.Datetime("us", "UTC")
-
-SCHEMA: dict[str, pl.DataType] = {
-    "key": pl.String(),
-    "email": pl.String(),  # the address: e-mail, E.164 phone, or first signer's e-mail
-    "name": pl.String(),
-    "status": pl.String(),
-    "tracking_id": pl.String(),
-    "parent_tracking_id": pl.String(),
-    "error_details": pl.String(),
-    "attempts": pl.Int32(),
-    "content_hash": pl.String(),
-    "request_id": pl.String(),  # our own id of the last send attempt (write-ahead intent)
-    "queued_at": _UTC_US,
-    "sent_at": _UTC_US,
-    "updated_at": _UTC_US,
-    # Tracking (filled by `lmbatch track`); the JSON ones hold serialised dicts/lists.
-    "delivered_at": _UTC_US,
-    "read_at": _UTC_US,
-    "final": pl.Boolean(),
-    "error_status": pl.String(),
-    "certificates": pl.String(),
-    "certificate_paths": pl.String(),
-    "channel_data": pl.String(),
-}
-JSON_COLUMNS = frozenset({"certificates", "certificate_paths", "channel_data"})
-
-PARQUET_NAME, JOURNAL_NAME, LOCK_NAME = "ledger.parquet", "journal.jsonl", "ledger.lock"
-
-# Rows the API has not (or surely not) processed; anything else may have been sent.
-_UNSENT = frozenset({PENDING, FAILED, SKIPPED})
-
-Row = dict[str, Any]
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+from batch.ledger import files
+from batch.ledger.fold import State, unsettled
+from batch.ledger.schema import (
+    CHANNELS,
+    FAILED,
+    HOT_COLUMNS,
+    IN_DOUBT,
+    JOURNAL_NAME,
+    LOCK_NAME,
+    PARQUET_NAME,
+    PENDING,
+    SKIPPED,
+    UNSENT,
+    UTC_US,
+    Row,
+    infer,
+    normalise,
+    to_utc,
+    utcnow,
+)
 
 
 class Entry(NamedTuple):
     """One recipient of a send: what identifies it and what content it gets."""
 
     key: str
-    email: str | None
+    address: str | None  # e-mail, E.164 phone, or the first signer's e-mail
     name: str | None
     content_hash: str | None
 
@@ -110,7 +79,7 @@ class Outcome(NamedTuple):
 
 
 class Ledger:
-    """The campaign's ledger: a polars frame plus the journal events since its checkpoint."""
+    """The campaign's ledger: a checkpoint read lazily plus the journal events since."""
 
     def __init__(
         self,
@@ -119,7 +88,10 @@ class Ledger:
         checkpoint_every: int,
         checkpoint_seconds: float,
         clock: Callable[[], datetime],
+        channel: str | None,
     ) -> None:
+        if channel is not None and channel not in CHANNELS:
+            raise LedgerError(f"{folder}: unknown channel {channel!r}")
         folder.mkdir(parents=True, exist_ok=True)
         self._folder = folder
         self._parquet = folder / PARQUET_NAME
@@ -127,6 +99,7 @@ class Ledger:
         self._every = checkpoint_every
         self._seconds = checkpoint_seconds
         self._clock = clock
+        self._channel = channel
         existed = self._journal.exists()
         try:
             self._lock_fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC)
@@ -139,14 +112,12 @@ class Ledger:
         self._closed = False
         self._broken: str | None = None
         with self._locked():
-            base, self._write_id = _read_parquet(self._parquet)
-            self._state = _State(base)
-            self._state.replay(journal.read_events(self._journal))
-        self._frame: pl.DataFrame | None = None
+            self._state = State.load(self._parquet)
+            self._state.replay(files.read_events(self._journal))
         # Rows queued since the last checkpoint: pending rows need no durability (a key the
         # ledger lacks is pending by definition, and an intent creates its row), so queue()
         # leaves them for the next checkpoint instead of rewriting the parquet before the
-        # first send.
+        # first send. Sorted by key.
         self._queued: pl.DataFrame | None = None
         self._since = 0
         self._last_checkpoint = clock()
@@ -160,13 +131,20 @@ class Ledger:
         checkpoint_every: int = 200,
         checkpoint_seconds: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
+        channel: str | None = None,
     ) -> Ledger:
-        """Open (creating if needed) the ledger in `folder` and replay its journal."""
+        """Open (creating if needed) the ledger in `folder` and replay its journal.
+
+        `channel` (email, sms, signature) is written in the rows' `channel` column; rows of
+        a ledger written before that column get it at the next checkpoint. Readers that do
+        not know the channel (tracking) leave it as it is.
+        """
         return cls(
             folder,
             checkpoint_every=checkpoint_every,
             checkpoint_seconds=checkpoint_seconds,
             clock=clock,
+            channel=channel,
         )
 
     @property
@@ -176,48 +154,50 @@ class Ledger:
 
     # -- reading -------------------------------------------------------------------------
 
-    def frame(self) -> pl.DataFrame:
-        """The current state: SCHEMA columns then extras, one row per key, sorted by key."""
-        if self._frame is None:
-            folded = self._state.fold()
-            if self._queued is not None:
-                fresh = self._queued.filter(~pl.col("key").is_in(folded["key"].implode()))
-                folded = _merge(folded, fresh)
-            self._frame = folded
-        return self._frame
+    def frame(self, *columns: str) -> pl.DataFrame:
+        """The current state, one row per key, sorted by key.
+
+        With no `columns`, every column (SCHEMA's then extras); with some, `key` and those
+        only, read from the parquet's columns alone (planning asks for two of twenty).
+        """
+        wanted = ["key", *(c for c in columns if c != "key")] if columns else None
+        return self._query(wanted)
 
     def get(self, key: str) -> dict[str, Any] | None:
         """The current row of `key` as a dict, or None when the ledger does not hold it."""
-        found = self._state.row(key)
-        if found is None and self._queued is not None:  # queued only: read it as frame() has it
-            queued = self.frame().filter(pl.col("key") == key)
-            if queued.height:
-                return queued.row(0, named=True)
-        return found
+        if self._state.hot(key) is None and self._queued_row(key) is None:
+            return None
+        found = self._query(None, lambda f: f.filter(pl.col("key") == key))
+        return found.row(0, named=True) if found.height else None
 
     def keys_with_status(self, *statuses: str) -> pl.DataFrame:
-        """The rows whose status is one of `statuses`."""
-        return self.frame().filter(pl.col("status").is_in(list(statuses)))
+        """The rows whose status is one of `statuses` (every column)."""
+        hot = self._query(["key", "status"])
+        keys = hot.filter(pl.col("status").is_in(list(statuses)))["key"]
+        return self._query(None, lambda f: f.filter(pl.col("key").is_in(keys.implode())))
 
     def plan(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """The candidates still to send: key absent from the ledger or its status pending."""
-        return unsettled(self.frame(), candidates)
+        return unsettled(self._query(["key", "status"]), candidates)
 
     def counts(self) -> dict[str, int]:
         """How many rows are in each status."""
-        counted = self.frame().group_by("status").len()
+        counted = self.frame("status").group_by("status").len()
         return dict(zip(counted["status"].to_list(), counted["len"].to_list(), strict=True))
 
     # -- recording -----------------------------------------------------------------------
 
     def queue(self, rows: pl.DataFrame) -> None:
-        """Add `rows` (key, email, name, content_hash) as pending; written at the next checkpoint.
+        """Add `rows` (key, address, name, content_hash) as pending; written at the next checkpoint.
 
-        Keys the ledger already holds are left as they are.
+        Keys the ledger already holds are left as they are. (`email`, the address column's
+        name before `address`, is read as `address`.)
         """
         if "key" not in rows.columns:
             raise LedgerError("queue(): the rows have no 'key' column")
-        wanted = [c for c in ("key", "email", "name", "content_hash") if c in rows.columns]
+        if "email" in rows.columns and "address" not in rows.columns:
+            rows = rows.rename({"email": "address"})
+        wanted = [c for c in ("key", "address", "name", "content_hash") if c in rows.columns]
         new = rows.select(pl.col(c).cast(pl.String) for c in wanted)
         if new["key"].null_count():
             raise LedgerError("queue(): a row has no key")
@@ -226,15 +206,21 @@ class Ledger:
             raise LedgerError(f"queue(): duplicate keys: {', '.join(dupes.to_list())}")
         now = self._now()
         new = new.with_columns(
+            channel=pl.lit(self._channel, pl.String),
             status=pl.lit(PENDING),
             attempts=pl.lit(0, pl.Int32),
-            queued_at=pl.lit(now, _UTC_US),
-            updated_at=pl.lit(now, _UTC_US),
+            queued_at=pl.lit(now, UTC_US),
+            updated_at=pl.lit(now, UTC_US),
         )
-        new = new.filter(~pl.col("key").is_in(self.frame()["key"].implode()))
+        known = self._query(["key"])
+        new = new.join(known, on="key", how="anti").sort("key")
         if new.height:
-            self._queued = new if self._queued is None else pl.concat([self._queued, new])
-            self._frame = None
+            queued = (
+                new
+                if self._queued is None
+                else pl.concat([self._queued, new], how="diagonal_relaxed")
+            )
+            self._queued = queued.sort("key")
 
     def intent(self, request_id: str, entries: Sequence[Entry]) -> None:
         """Record, durably, that `entries` are about to be sent under `request_id`."""
@@ -249,7 +235,7 @@ class Ledger:
                     hint="in_doubt rows must be reconciled (not_sent) before a resend",
                 )
             fields: Row = {
-                "email": entry.email,
+                "address": entry.address,
                 "name": entry.name,
                 "content_hash": entry.content_hash,
                 "status": IN_DOUBT,
@@ -273,7 +259,7 @@ class Ledger:
     ) -> None:
         """Record what the API answered for the send `request_id`."""
         now = self._now()
-        when = _utc(sent_at) if sent_at is not None else now
+        when = to_utc(sent_at) if sent_at is not None else now
         rows: dict[str, Row] = {}
         for outcome in outcomes:
             self._expect_in_doubt(outcome.key, request_id, rows)
@@ -312,7 +298,7 @@ class Ledger:
         for key in keys:
             current = self._current(key, rows)
             status = current["status"] if current else None
-            if status not in (None, IN_DOUBT, *_UNSENT):
+            if status not in (None, IN_DOUBT, *UNSENT):
                 # Marking a sent row failed would let --retry-failed send it twice.
                 raise LedgerError(f"key {key}: status is {status}; refusing to mark it failed")
             rows[key] = {"status": FAILED, "error_details": reason, "updated_at": now}
@@ -326,9 +312,13 @@ class Ledger:
         rows: dict[str, Row] = {}
         for entry in entries:
             current = self._current(entry.key, rows)
-            if current is not None and current["status"] not in _UNSENT:
+            if current is not None and current["status"] not in UNSENT:
                 continue
-            known = {"email": entry.email, "name": entry.name, "content_hash": entry.content_hash}
+            known = {
+                "address": entry.address,
+                "name": entry.name,
+                "content_hash": entry.content_hash,
+            }
             # An invalid row may lack them: blanks must not erase what the ledger holds.
             rows[entry.key] = {c: v for c, v in known.items() if v} | {
                 "status": SKIPPED,
@@ -341,7 +331,7 @@ class Ledger:
 
     def update(self, key: str, **fields: Any) -> None:
         """Set tracking fields of `key` (known columns or new ones); dicts/lists become JSON."""
-        if self.get(key) is None:
+        if self._current(key, {}) is None:
             raise LedgerError(f"update(): key {key} is not in the ledger")
         if "key" in fields:
             raise LedgerError("update(): the key of a row cannot change")
@@ -373,7 +363,7 @@ class Ledger:
     def checkpoint(self) -> None:
         """Fold the parquet, the journal and queued rows into a new parquet; empty the journal."""
         started = time.monotonic()
-        self._checkpoint(self._queued)
+        self._checkpoint(closing=False)
         self.checkpoint_seconds_taken = time.monotonic() - started
 
     def close(self) -> None:
@@ -382,7 +372,7 @@ class Ledger:
             return
         try:
             if not self._broken:
-                self.checkpoint()
+                self._checkpoint(closing=True)
         finally:
             self._closed = True
             os.close(self._journal_fd)
@@ -409,7 +399,7 @@ class Ledger:
                 f"{self._journal}: a journal write failed ({self._broken})",
                 hint="reopen the ledger: what reached the disk will be replayed",
             )
-        return _utc(self._clock())
+        return to_utc(self._clock())
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -422,11 +412,49 @@ class Ledger:
         finally:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
 
+    def _query(
+        self,
+        columns: list[str] | None,
+        then: Callable[[pl.LazyFrame], pl.LazyFrame] = lambda frame: frame,
+    ) -> pl.DataFrame:
+        """The current rows (`columns` only, if given), `then` applied, computed.
+
+        Hot columns come from memory. Anything else reads the parquet, under the lock so no
+        checkpoint swaps it meanwhile; if another process checkpointed since ours, the state
+        is reloaded first (the parquet is no longer the one our index describes).
+        """
+        if (columns is not None and set(columns) <= set(HOT_COLUMNS)) or self._state.base is None:
+            return files.collect(
+                then(self._state.current(self._queued, self._channel, columns)), self._parquet
+            )
+        with self._locked():
+            if files.write_id(self._parquet) != self._state.write_id:
+                self._state = State.load(self._parquet)
+                self._state.replay(files.read_events(self._journal))
+            frame = self._state.current(self._queued, self._channel, columns)
+            return files.collect(then(frame), self._parquet)
+
+    def _queued_row(self, key: str) -> Row | None:
+        if self._queued is None:
+            return None
+        keys = self._queued.get_column("key")
+        at = keys.search_sorted(key)
+        if isinstance(at, int) and at < keys.len() and keys[at] == key:
+            return self._queued.row(at, named=True)
+        return None
+
     def _current(self, key: str, pending: dict[str, Row]) -> Row | None:
-        """The row of `key` as this event has left it so far (rejects a key given twice)."""
+        """`key`'s hot columns as this event has left them so far (rejects a key given twice)."""
         if key in pending:
             raise LedgerError(f"key {key} appears twice in one event")
-        return self.get(key)
+        found = self._state.hot(key)
+        if found is None or found["status"] is None:
+            queued = self._queued_row(key)
+            if queued is not None:
+                found = {c: queued.get(c) for c in HOT_COLUMNS} | (found or {})
+                if found["status"] is None:
+                    found["status"] = queued["status"]
+        return found
 
     def _expect_in_doubt(self, key: str, request_id: str, pending: dict[str, Row]) -> None:
         current = self._current(key, pending)
@@ -440,32 +468,31 @@ class Ledger:
 
     def _checked(self, column: str, value: Any) -> Any:
         """`value` normalised for `column`, refused here if it would not fit its dtype."""
-        value = _normalise(column, value)
-        dtype = self._dtype(column) or _infer([value])
+        value = normalise(column, value)
+        dtype = self._state.dtype(column) or infer([value])
         try:
             pl.Series(column, [value], dtype=dtype, strict=True)
         except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as err:
             raise LedgerError(f"update(): {column}={value!r} does not fit {dtype}") from err
         return value
 
-    def _dtype(self, column: str) -> pl.DataType | None:
-        if column in self._state.base.schema:
-            return self._state.base.schema[column]
-        delta = self._state.delta.values()
-        values = [row[column] for row in delta if row.get(column) is not None]
-        return _infer(values) if values else None
-
     def _record(self, kind: str, rows: dict[str, Row], **payload: Any) -> None:
         """Append one event durably, then apply it; an empty event writes nothing."""
         if not rows:
             return
-        event = {"v": 1, "type": kind, "at": journal.encode(self._now()), **payload}
-        event["rows"] = {k: {c: journal.encode(v) for c, v in f.items()} for k, f in rows.items()}
-        line = (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+        for key, fields in rows.items():
+            # A row only queued is not durable yet: the event carries what the queue held,
+            # so that memory and a replay after a crash agree on it.
+            queued = self._queued_row(key) if self._state.hot(key) is None else None
+            if queued is not None:
+                rows[key] = {
+                    c: v for c, v in queued.items() if v is not None and c != "key"
+                } | fields
+        line = files.event_line(kind, self._now(), rows, **payload)
         with self._locked():
             try:
-                journal.cut_torn_tail(self._journal_fd)
-                journal.write_all(self._journal_fd, line)
+                files.cut_torn_tail(self._journal_fd)
+                files.write_all(self._journal_fd, line)
                 os.fdatasync(self._journal_fd)
             except OSError as err:
                 # After a failed fsync the page cache cannot be trusted (the line may or may
@@ -474,53 +501,34 @@ class Ledger:
                 self._broken = str(err)
                 raise LedgerError(f"{self._journal}: cannot append: {err}") from err
         self._state.apply(rows)
-        self._frame = None
         self._since += 1
         elapsed = (self._now() - self._last_checkpoint).total_seconds()
         if self._since >= self._every or elapsed >= self._seconds:
             self.checkpoint()
 
-    def _checkpoint(self, new_rows: pl.DataFrame | None) -> None:
-        """Fold disk state (+ `new_rows` where the key is absent) into a fresh parquet."""
+    def _checkpoint(self, *, closing: bool) -> None:
+        """Stream disk state (+ queued rows where the key is absent) into a fresh parquet."""
         self._now()  # refuses a closed ledger
         # Built aside and adopted only at the end: a failure anywhere leaves the object as it
         # was (if the journal cannot be truncated after the rename, replay is idempotent).
         with self._locked():
-            base, write_id = self._state.base, self._write_id
-            if journal.write_id(self._parquet) != write_id:  # another process checkpointed
-                base, write_id = _read_parquet(self._parquet)
+            state = self._state
+            if files.write_id(self._parquet) != state.write_id:  # another process checkpointed
+                state = State.load(self._parquet)
+            else:
+                state = state.same_base()
             # Our own events are in the journal too, with everyone else's, in append order.
-            state = _State(base)
-            state.replay(journal.read_events(self._journal))
-            folded = state.fold()
-            grew = False
-            if new_rows is not None:
-                new_rows = new_rows.filter(~pl.col("key").is_in(folded["key"].implode()))
-                folded, grew = _merge(folded, new_rows), new_rows.height > 0
-            if state.delta or grew or not write_id:
-                new_id = journal.write_parquet(folded, self._parquet)
-                journal.truncate(self._journal_fd, self._journal)
-                state, write_id = _State(folded), new_id
-        self._state, self._write_id = state, write_id
+            state.replay(files.read_events(self._journal))
+            fresh = self._queued is not None and self._queued.height > 0
+            if state.delta or fresh or not state.write_id or not state.migrated:
+                files.sink(state.current(self._queued, self._channel), self._parquet)
+                files.truncate(self._journal_fd, self._journal)
+                # Closing needs no index of what it just wrote; a running ledger reads it back.
+                state = State(self._parquet, None) if closing else State.load(self._parquet)
+        self._state = state
         self._queued = None
-        self._frame = None
         self._since = 0
         self._last_checkpoint = self._now()
-
-
-def unsettled(ledger: pl.DataFrame, candidates: pl.DataFrame) -> pl.DataFrame:
-    """The candidates still to send: key absent from `ledger` or its status pending."""
-    if "key" not in candidates.columns:
-        raise LedgerError("plan(): the candidates have no 'key' column")
-    # Lazy, so only the key and status columns of the ledger are touched.
-    settled = ledger.lazy().filter(pl.col("status") != PENDING).select(__key="key")
-    return (
-        candidates.lazy()
-        .with_columns(__key=pl.col("key").cast(pl.String))
-        .join(settled, on="__key", how="anti", maintain_order="left")
-        .drop("__key")
-        .collect()
-    )
 
 
 def read_ledger(folder: Path) -> pl.DataFrame:
@@ -532,162 +540,6 @@ def read_ledger(folder: Path) -> pl.DataFrame:
             fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_SH)  # a checkpoint cannot swap files under us
-        base, _ = _read_parquet(folder / PARQUET_NAME)
-        events = journal.read_events(folder / JOURNAL_NAME)
-    state = _State(base)
-    state.replay(events)
-    return state.fold()
-
-
-# -- frames ------------------------------------------------------------------------------
-
-
-def _empty() -> pl.DataFrame:
-    return pl.DataFrame(schema=SCHEMA)
-
-
-def _lookup(base: pl.DataFrame, key: str) -> Row | None:
-    keys = base.get_column("key")
-    index = keys.search_sorted(key)  # the base is kept sorted by key: a binary search
-    if isinstance(index, int) and index < base.height and keys[index] == key:
-        return base.row(index, named=True)
-    return None
-
-
-def _infer(values: Sequence[Any]) -> pl.DataType:
-    """The dtype of a new extra column, from its first non-null value."""
-    first = next((v for v in values if v is not None), None)
-    if isinstance(first, bool):
-        return pl.Boolean()
-    if isinstance(first, int):
-        return pl.Int64()
-    if isinstance(first, float):
-        return pl.Float64()
-    if isinstance(first, datetime):
-        return _UTC_US
-    return pl.String()
-
-
-def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """`frame` with exactly `schema`'s columns in its order (missing ones null)."""
-    return frame.select(
-        pl.col(c).cast(t) if c in frame.columns else pl.lit(None, t).alias(c)
-        for c, t in schema.items()
-    )
-
-
-def _schema_of(*frames: pl.DataFrame) -> dict[str, pl.DataType]:
-    """SCHEMA's columns first, then the extras in name order, whatever the history."""
-    extras: dict[str, pl.DataType] = {}
-    for frame in frames:
-        for column, dtype in frame.schema.items():
-            if column not in SCHEMA:
-                extras.setdefault(column, dtype)
-    return SCHEMA | dict(sorted(extras.items()))
-
-
-def _merge(base: pl.DataFrame, new: pl.DataFrame) -> pl.DataFrame:
-    """`base` plus rows of keys it does not hold, still sorted by key."""
-    if not new.height:
-        return base
-    if not new["key"].is_sorted():
-        new = new.sort("key")
-    schema = _schema_of(base, new)
-    merged = pl.concat([_conform(base, schema), _conform(new, schema)])
-    if base.height and new["key"].min() <= base["key"].max():  # type: ignore[operator]
-        merged = merged.sort("key")  # otherwise appending kept the order: no sort needed
-    return merged.with_columns(pl.col("attempts").fill_null(0)).set_sorted("key")
-
-
-class _State:
-    """A checkpointed frame plus the whole rows that events since then have touched."""
-
-    def __init__(self, base: pl.DataFrame) -> None:
-        self.base = base
-        self.delta: dict[str, Row] = {}
-        self.touched: set[str] = set()  # columns those events set: only they need folding
-
-    def row(self, key: str) -> Row | None:
-        """The current row of `key`, a copy."""
-        row = self.delta.get(key) or _lookup(self.base, key)
-        if row is None:
-            return None
-        # A row holds only what was set or checkpointed; the frame has every column.
-        return dict.fromkeys([*self.base.columns, *self.touched]) | row
-
-    def apply(self, rows: dict[str, Row]) -> None:
-        """Apply one event: each key's row takes the values the event sets."""
-        for key, fields in rows.items():
-            row = self.delta.get(key) or _lookup(self.base, key) or {"key": key, "attempts": 0}
-            self.delta[key] = row | fields
-            self.touched.update(fields)
-
-    def replay(self, events: Iterable[dict[str, Any]]) -> None:
-        """Apply journal events as read from disk."""
-        for event in events:
-            rows = event["rows"]
-            self.apply({k: {c: journal.decode(v) for c, v in f.items()} for k, f in rows.items()})
-
-    def fold(self) -> pl.DataFrame:
-        """The base with the touched rows written in; the base itself if nothing changed."""
-        if not self.delta:
-            return self.base
-        base, keys = self.base, sorted(self.delta)  # code-point order == UTF-8 byte order
-        data: dict[str, pl.Series] = {}
-        for column in ["key", "attempts", *sorted(self.touched - {"key", "attempts"})]:
-            values = [self.delta[k].get(column) for k in keys]
-            dtype = base.schema.get(column) or _infer(values)
-            try:
-                data[column] = pl.Series(column, values, dtype=dtype, strict=True)
-            except (TypeError, ValueError, OverflowError, pl.exceptions.PolarsError) as err:
-                raise LedgerError(f"ledger column {column!r} holds mixed types: {err}") from err
-        changed = pl.DataFrame(data)
-        # Rows already in the base are patched in place (a scatter per touched column) rather
-        # than re-sorting 900k strings: that is what keeps checkpoints cheap.
-        at = base["key"].search_sorted(changed["key"])
-        assert isinstance(at, pl.Series)
-        found = at < base.height
-        if base.height:
-            found &= base["key"].gather(at.clip(0, base.height - 1)) == changed["key"]
-        old, positions = changed.filter(found), at.filter(found)
-        patched = base
-        if old.height:
-            patched = base.with_columns(
-                (
-                    base[c]
-                    if c in base.columns
-                    else pl.repeat(None, base.height, dtype=s.dtype, eager=True).alias(c)
-                ).scatter(positions, s)
-                for c, s in old.to_dict().items()
-                if c != "key"
-            )
-        return _merge(_conform(patched, _schema_of(patched)), changed.filter(~found))
-
-
-def _read_parquet(path: Path) -> tuple[pl.DataFrame, str]:
-    """The checkpointed frame (sorted by key, SCHEMA conformed) and its write id."""
-    frame, write_id = journal.read_parquet(path)
-    if frame is None:
-        return _empty(), ""
-    frame = _conform(frame, _schema_of(frame))
-    if not frame["key"].is_sorted():  # written by something else than us
-        frame = frame.sort("key")
-    return frame.set_sorted("key"), write_id
-
-
-# -- values ------------------------------------------------------------------------------
-
-
-def _utc(value: datetime) -> datetime:
-    """`value` in UTC; a naive datetime is taken to be UTC already."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _normalise(column: str, value: Any) -> Any:
-    if isinstance(value, datetime):
-        return _utc(value)
-    if isinstance(value, dict | list | tuple):
-        return json.dumps(value, ensure_ascii=False)
-    if column in JSON_COLUMNS and value is not None and not isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    return value
+        state = State.load(folder / PARQUET_NAME)
+        state.replay(files.read_events(folder / JOURNAL_NAME))
+        return files.collect(state.current(), folder / PARQUET_NAME)
