@@ -313,11 +313,9 @@ def _plan_inputs() -> tuple[Path, Path, Path]:
     summary.write_parquet(scan)
     from batch.ledger import Ledger  # the bench builds the ledger the way a run would
 
-    with Ledger.open(ledger) as opened:
+    with Ledger.open(ledger, channel="email") as opened:
         opened.queue(
-            summary.head(900_000).select(
-                "key", pl.col("address").alias("email"), "name", "content_hash"
-            )
+            summary.head(900_000).select("key", "address", "name", "content_hash")
         )
     sent = pl.read_parquet(ledger / "ledger.parquet").with_columns(
         status=pl.lit("sent"),
@@ -325,7 +323,8 @@ def _plan_inputs() -> tuple[Path, Path, Path]:
         tracking_id=pl.lit("t-") + pl.col("key"),
         sent_at=pl.col("queued_at"),
     )
-    sent.write_parquet(ledger / "ledger.parquet")  # as if all 900k had been sent
+    written = pl.read_parquet_metadata(ledger / "ledger.parquet")  # keep the write id: ours
+    sent.write_parquet(ledger / "ledger.parquet", metadata=written)  # as if all 900k were sent
     return job, scan, ledger
 
 

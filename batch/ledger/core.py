@@ -172,13 +172,18 @@ class Ledger:
 
     def keys_with_status(self, *statuses: str) -> pl.DataFrame:
         """The rows whose status is one of `statuses` (every column)."""
-        hot = self._query(["key", "status"])
-        keys = hot.filter(pl.col("status").is_in(list(statuses)))["key"]
+        hot = self._state.current(self._queued, None, ["key", "status"])
+        keys = hot.filter(pl.col("status").is_in(list(statuses))).collect()["key"]
+        if keys.is_empty():  # the usual case: nothing to read from the parquet
+            return pl.DataFrame(
+                schema=self._state.current(self._queued, self._channel).collect_schema()
+            )
         return self._query(None, lambda f: f.filter(pl.col("key").is_in(keys.implode())))
 
     def plan(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """The candidates still to send: key absent from the ledger or its status pending."""
-        return unsettled(self._query(["key", "status"]), candidates)
+        # Lazy and from memory: the anti-join streams over the index, no copy of it is made.
+        return unsettled(self._state.current(self._queued, None, ["key", "status"]), candidates)
 
     def counts(self) -> dict[str, int]:
         """How many rows are in each status."""
@@ -212,8 +217,14 @@ class Ledger:
             queued_at=pl.lit(now, UTC_US),
             updated_at=pl.lit(now, UTC_US),
         )
-        known = self._query(["key"])
-        new = new.join(known, on="key", how="anti").sort("key")
+        # Against the keys held in memory (index, events, queue): no copy of them is made.
+        fresh = new.lazy().join(self._state.index.lazy().select("key"), on="key", how="anti")
+        if self._state.delta:
+            made = pl.Series("key", list(self._state.delta), dtype=pl.String())
+            fresh = fresh.filter(~pl.col("key").is_in(made.implode()))
+        if self._queued is not None:
+            fresh = fresh.join(self._queued.lazy().select("key"), on="key", how="anti")
+        new = fresh.collect().sort("key")
         if new.height:
             queued = (
                 new

@@ -57,9 +57,17 @@ def collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
 
 
 def write_id(path: Path) -> str:
-    """Which write produced `path` ("" if absent; unique each call if not ours: reread it)."""
+    """Which write produced `path`: "" if absent; for a file not written by us, its identity.
+
+    A file another tool wrote has no write id; its inode, size and modification time stand
+    in, so that a replacement is noticed and an unchanged file is not read again.
+    """
     try:
-        return pl.read_parquet_metadata(path).get(WRITE_ID) or f"foreign-{uuid.uuid4().hex}"
+        found = pl.read_parquet_metadata(path).get(WRITE_ID)
+        if found:
+            return found
+        stat = path.stat()
+        return f"foreign-{stat.st_ino}-{stat.st_size}-{stat.st_mtime_ns}"
     except FileNotFoundError:
         return ""
     except (OSError, pl.exceptions.PolarsError) as err:
