@@ -314,9 +314,7 @@ def _plan_inputs() -> tuple[Path, Path, Path]:
     from batch.ledger import Ledger  # the bench builds the ledger the way a run would
 
     with Ledger.open(ledger, channel="email") as opened:
-        opened.queue(
-            summary.head(900_000).select("key", "address", "name", "content_hash")
-        )
+        opened.queue(summary.head(900_000).select("key", "address", "name", "content_hash"))
     sent = pl.read_parquet(ledger / "ledger.parquet").with_columns(
         status=pl.lit("sent"),
         attempts=pl.lit(1, pl.Int32),
@@ -345,10 +343,17 @@ def plan(reps: int) -> list[Figure]:
         shutil.rmtree(folder)
     value = (
         f"{_median(seconds):.2f} s, {max(rss):,.0f} MB peak RSS to the decision "
-        f"({max(closing):,.0f} MB with the checkpoint on close)"
+        f"({max(closing):,.0f} MB with the checkpoint on close); before the lazy ledger: "
+        f"{PLAN_BEFORE}"
     )
-    met = _median(seconds) < 1 and max(rss) < 500
-    return [Figure("resume planning (1M vs 900k)", value, "< 1 s, < 500 MB", met, "--only plan")]
+    met = _median(seconds) < 1 and max(rss) < 500 and max(closing) < 800
+    target = "< 1 s, < 500 MB; close < 800 MB"
+    return [Figure("resume planning (1M vs 900k)", value, target, met, "--only plan")]
+
+
+# The same probe on the ledger that held the whole frame in memory (commit 3fdb83e), measured
+# on this machine on 2026-11-30: printed beside today's figure so the table shows the change.
+PLAN_BEFORE = "0.62 s, 850 MB, 1,494 MB on close"
 
 
 def durability(reps: int) -> list[Figure]:

@@ -6,8 +6,8 @@ the parquet checkpoint, written durably), `fold` (events folded into state, read
 and `core` (the `Ledger` state machine and its durability). Import from here.
 """
 
-from batch.ledger.core import Entry, Ledger, Outcome, read_ledger
-from batch.ledger.fold import unsettled
+from batch.ledger.core import Ledger
+from batch.ledger.fold import read_ledger, unsettled
 from batch.ledger.schema import (
     CHANNELS,
     FAILED,
@@ -23,6 +23,8 @@ from batch.ledger.schema import (
     SENT,
     SKIPPED,
     UNSENT,
+    Entry,
+    Outcome,
     Row,
     decode_json_cell,
     to_utc,

@@ -4,11 +4,8 @@ Files in the campaign folder:
 
     ledger.parquet   the checkpointed state, one row per key, sorted by key (plain Parquet)
     journal.jsonl    events since that checkpoint, one JSON object per line, fsync'd per event
-    ledger.lock      every append and every checkpoint holds an exclusive flock on it, so
-                     `lmbatch run` and `lmbatch track` can write the same campaign at once
-
-The line format and the checkpoint's write id are in `files`; the fold of events into rows
-in `fold`; names, statuses and columns in `schema`.
+    ledger.lock      appends and checkpoints hold an exclusive flock: `run` and `track` can
+                     write one campaign at once
 
 A send intent sets status `in_doubt` at once, in memory as on disk: if no outcome follows,
 the row reopens as in_doubt and the runner reconciles it against the API before any resend.
@@ -16,10 +13,8 @@ Conditional transitions (requeue only failed rows, …) are resolved when the ev
 recorded, so the journal holds absolute values and replays idempotently.
 
 Several Ledger objects (processes) may write one campaign; each sees the others' events at
-its own checkpoints (call checkpoint() to refresh the view), or when it reads columns that
-only the parquet holds and finds that another process replaced it. An automatic checkpoint
-runs after the event that triggers it is durable, so a LedgerError from it never means the
-event was lost.
+its checkpoints, or when it reads parquet columns and finds another process replaced it. An
+automatic checkpoint runs after its event is durable: a LedgerError from it loses no event.
 """
 
 from __future__ import annotations
@@ -32,14 +27,14 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import polars as pl
 
 from batch.errors import LedgerError
 from batch.files import fsync_dir
 from batch.ledger import files
-from batch.ledger.fold import State, unsettled
+from batch.ledger.fold import State, prepared, unsettled
 from batch.ledger.schema import (
     CHANNELS,
     FAILED,
@@ -51,31 +46,14 @@ from batch.ledger.schema import (
     PENDING,
     SKIPPED,
     UNSENT,
-    UTC_US,
+    Entry,
+    Outcome,
     Row,
     infer,
     normalise,
     to_utc,
     utcnow,
 )
-
-
-class Entry(NamedTuple):
-    """One recipient of a send: what identifies it and what content it gets."""
-
-    key: str
-    address: str | None  # e-mail, E.164 phone, or the first signer's e-mail
-    name: str | None
-    content_hash: str | None
-
-
-class Outcome(NamedTuple):
-    """What the API answered for one recipient of a send."""
-
-    key: str
-    status: str
-    tracking_id: str | None = None
-    error_details: str | None = None
 
 
 class Ledger:
@@ -198,25 +176,7 @@ class Ledger:
         Keys the ledger already holds are left as they are. (`email`, the address column's
         name before `address`, is read as `address`.)
         """
-        if "key" not in rows.columns:
-            raise LedgerError("queue(): the rows have no 'key' column")
-        if "email" in rows.columns and "address" not in rows.columns:
-            rows = rows.rename({"email": "address"})
-        wanted = [c for c in ("key", "address", "name", "content_hash") if c in rows.columns]
-        new = rows.select(pl.col(c).cast(pl.String) for c in wanted)
-        if new["key"].null_count():
-            raise LedgerError("queue(): a row has no key")
-        if new["key"].is_duplicated().any():
-            dupes = new.filter(pl.col("key").is_duplicated())["key"].unique().sort().head(5)
-            raise LedgerError(f"queue(): duplicate keys: {', '.join(dupes.to_list())}")
-        now = self._now()
-        new = new.with_columns(
-            channel=pl.lit(self._channel, pl.String),
-            status=pl.lit(PENDING),
-            attempts=pl.lit(0, pl.Int32),
-            queued_at=pl.lit(now, UTC_US),
-            updated_at=pl.lit(now, UTC_US),
-        )
+        new = prepared(rows, self._channel, self._now())
         # Against the keys held in memory (index, events, queue): no copy of them is made.
         fresh = new.lazy().join(self._state.index.lazy().select("key"), on="key", how="anti")
         if self._state.delta:
@@ -540,17 +500,3 @@ class Ledger:
         self._queued = None
         self._since = 0
         self._last_checkpoint = self._now()
-
-
-def read_ledger(folder: Path) -> pl.DataFrame:
-    """The ledger's current state (parquet + journal) without taking write ownership."""
-    if not folder.is_dir():
-        raise LedgerError(f"{folder}: no ledger here", hint="check the campaign name")
-    with contextlib.ExitStack() as stack:
-        with contextlib.suppress(OSError):  # a read-only copy has no lock to honour
-            fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
-            stack.callback(os.close, fd)
-            fcntl.flock(fd, fcntl.LOCK_SH)  # a checkpoint cannot swap files under us
-        state = State.load(folder / PARQUET_NAME)
-        state.replay(files.read_events(folder / JOURNAL_NAME))
-        return files.collect(state.current(), folder / PARQUET_NAME)

@@ -14,7 +14,11 @@ replaying lines a checkpoint already folded assigns the same values again.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +28,12 @@ from batch.errors import LedgerError
 from batch.ledger import files
 from batch.ledger.schema import (
     HOT_COLUMNS,
+    JOURNAL_NAME,
+    LOCK_NAME,
+    PARQUET_NAME,
     PENDING,
     SCHEMA,
+    UTC_US,
     Row,
     conform,
     infer,
@@ -220,3 +228,40 @@ def unsettled(ledger: pl.DataFrame | pl.LazyFrame, candidates: pl.DataFrame) -> 
         .drop("__key")
         .collect()
     )
+
+
+def prepared(rows: pl.DataFrame, channel: str | None, now: datetime) -> pl.DataFrame:
+    """Rows given to `Ledger.queue` as the ledger holds them: pending, stamped `now`."""
+    if "key" not in rows.columns:
+        raise LedgerError("queue(): the rows have no 'key' column")
+    if "email" in rows.columns and "address" not in rows.columns:
+        rows = rows.rename({"email": "address"})
+    wanted = [c for c in ("key", "address", "name", "content_hash") if c in rows.columns]
+    new = rows.select(pl.col(c).cast(pl.String) for c in wanted)
+    if new["key"].null_count():
+        raise LedgerError("queue(): a row has no key")
+    if new["key"].is_duplicated().any():
+        dupes = new.filter(pl.col("key").is_duplicated())["key"].unique().sort().head(5)
+        raise LedgerError(f"queue(): duplicate keys: {', '.join(dupes.to_list())}")
+    new = new.with_columns(
+        channel=pl.lit(channel, pl.String),
+        status=pl.lit(PENDING),
+        attempts=pl.lit(0, pl.Int32),
+        queued_at=pl.lit(now, UTC_US),
+        updated_at=pl.lit(now, UTC_US),
+    )
+    return new
+
+
+def read_ledger(folder: Path) -> pl.DataFrame:
+    """The ledger's current state (parquet + journal) without taking write ownership."""
+    if not folder.is_dir():
+        raise LedgerError(f"{folder}: no ledger here", hint="check the campaign name")
+    with contextlib.ExitStack() as stack:
+        with contextlib.suppress(OSError):  # a read-only copy has no lock to honour
+            fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
+            stack.callback(os.close, fd)
+            fcntl.flock(fd, fcntl.LOCK_SH)  # a checkpoint cannot swap files under us
+        state = State.load(folder / PARQUET_NAME)
+        state.replay(files.read_events(folder / JOURNAL_NAME))
+        return files.collect(state.current(), folder / PARQUET_NAME)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
@@ -161,3 +161,21 @@ def migrate_row(fields: Row) -> Row:
     if LEGACY_ADDRESS in fields and "address" not in fields:
         fields = {("address" if c == LEGACY_ADDRESS else c): v for c, v in fields.items()}
     return fields
+
+
+class Entry(NamedTuple):
+    """One recipient of a send: what identifies it and what content it gets."""
+
+    key: str
+    address: str | None  # e-mail, E.164 phone, or the first signer's e-mail
+    name: str | None
+    content_hash: str | None
+
+
+class Outcome(NamedTuple):
+    """What the API answered for one recipient of a send."""
+
+    key: str
+    status: str
+    tracking_id: str | None = None
+    error_details: str | None = None
