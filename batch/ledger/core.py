@@ -34,7 +34,7 @@ import polars as pl
 from batch.errors import LedgerError
 from batch.files import fsync_dir
 from batch.ledger import files
-from batch.ledger.fold import State, prepared, unsettled
+from batch.ledger.fold import SERVED, State, in_sorted, prepared
 from batch.ledger.schema import (
     CHANNELS,
     FAILED,
@@ -160,8 +160,10 @@ class Ledger:
 
     def plan(self, candidates: pl.DataFrame) -> pl.DataFrame:
         """The candidates still to send: key absent from the ledger or its status pending."""
-        # Lazy and from memory: the anti-join streams over the index, no copy of it is made.
-        return unsettled(self._state.current(self._queued, None, ["key", "status"]), candidates)
+        if "key" not in candidates.columns:
+            raise LedgerError("plan(): the candidates have no 'key' column")
+        # Binary searches in the in-memory index: neither a copy of it nor a hash table.
+        return candidates.filter(~self._state.settled(candidates["key"].cast(pl.String)))
 
     def counts(self) -> dict[str, int]:
         """How many rows are in each status."""
@@ -178,13 +180,10 @@ class Ledger:
         """
         new = prepared(rows, self._channel, self._now())
         # Against the keys held in memory (index, events, queue): no copy of them is made.
-        fresh = new.lazy().join(self._state.index.lazy().select("key"), on="key", how="anti")
-        if self._state.delta:
-            made = pl.Series("key", list(self._state.delta), dtype=pl.String())
-            fresh = fresh.filter(~pl.col("key").is_in(made.implode()))
+        held = self._state.holds(new["key"])
         if self._queued is not None:
-            fresh = fresh.join(self._queued.lazy().select("key"), on="key", how="anti")
-        new = fresh.collect().sort("key")
+            held |= in_sorted(self._queued["key"], new["key"])
+        new = new.filter(~held).sort("key")
         if new.height:
             queued = (
                 new
@@ -394,7 +393,7 @@ class Ledger:
         checkpoint swaps it meanwhile; if another process checkpointed since ours, the state
         is reloaded first (the parquet is no longer the one our index describes).
         """
-        if (columns is not None and set(columns) <= set(HOT_COLUMNS)) or self._state.base is None:
+        if (columns is not None and set(columns) <= SERVED) or self._state.base is None:
             return files.collect(
                 then(self._state.current(self._queued, self._channel, columns)), self._parquet
             )

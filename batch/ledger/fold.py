@@ -28,6 +28,7 @@ from batch.errors import LedgerError
 from batch.ledger import files
 from batch.ledger.schema import (
     HOT_COLUMNS,
+    IN_DOUBT,
     JOURNAL_NAME,
     LOCK_NAME,
     PARQUET_NAME,
@@ -41,6 +42,19 @@ from batch.ledger.schema import (
 )
 
 _HOT_SCHEMA = {c: SCHEMA[c] for c in HOT_COLUMNS}
+# The index holds request_id only where a transition reads it (in_doubt rows): a sent row's
+# request id is 60 bytes a row that planning never looks at. So it serves only these.
+SERVED = frozenset({"key", "status", "attempts"})
+
+
+def in_sorted(sorted_keys: pl.Series, keys: pl.Series) -> pl.Series:
+    """Per key of `keys`, whether `sorted_keys` (sorted) holds it: a binary search, no hash."""
+    if sorted_keys.is_empty():
+        return pl.repeat(False, keys.len(), eager=True, dtype=pl.Boolean())
+    at = sorted_keys.search_sorted(keys)
+    assert isinstance(at, pl.Series)
+    found = sorted_keys.gather(at.clip(0, sorted_keys.len() - 1)) == keys
+    return ((at < sorted_keys.len()) & found).fill_null(False)
 
 
 class State:
@@ -64,7 +78,10 @@ class State:
             return
         self.base, self.base_schema, self.write_id = scanned
         if index is None:
-            index = files.collect(conform(self.base, self.base_schema, _HOT_SCHEMA), path)
+            hot = conform(self.base, self.base_schema, _HOT_SCHEMA).with_columns(
+                request_id=pl.when(pl.col("status") == IN_DOUBT).then("request_id")
+            )
+            index = files.collect(hot, path)
         self.base_sorted = index["key"].is_sorted()
         if not self.base_sorted:  # written by something else than us
             index = index.sort("key")
@@ -111,6 +128,38 @@ class State:
             return self.index.row(at, named=True)
         return None
 
+    def settled(self, keys: pl.Series) -> pl.Series:
+        """Per key: whether the ledger holds it with a status other than pending."""
+        index = self.index
+        found = in_sorted(index["key"], keys)
+        if index.height:
+            at = index["key"].search_sorted(keys)
+            assert isinstance(at, pl.Series)
+            status = index["status"].gather(at.clip(0, index.height - 1))
+            settled = (found & (status != PENDING)).fill_null(False)
+        else:
+            settled = found
+        changed = {k: f["status"] for k, f in self.delta.items() if "status" in f}
+        if not changed:
+            return settled
+        events = pl.DataFrame(
+            {"key": list(changed), "__status": list(changed.values())},
+            schema={"key": pl.String(), "__status": pl.String()},
+        )
+        marked = pl.DataFrame({"key": keys, "__settled": settled})
+        marked = marked.join(events, on="key", how="left", maintain_order="left")
+        by_event = pl.col("__status") != PENDING
+        return marked.select(
+            pl.when(pl.col("__status").is_null()).then("__settled").otherwise(by_event)
+        ).to_series()
+
+    def holds(self, keys: pl.Series) -> pl.Series:
+        """Per key: whether the checkpoint or an event since holds it."""
+        held = in_sorted(self.index["key"], keys)
+        if self.delta:
+            held |= keys.is_in(pl.Series(list(self.delta), dtype=pl.String()).implode())
+        return held
+
     def hot(self, key: str) -> Row | None:
         """`key`'s hot columns as events left them (None: neither checkpointed nor touched)."""
         patch = self.delta.get(key)
@@ -141,7 +190,7 @@ class State:
         channel is null (ledgers written before the column). With `columns` (key first)
         naming only hot columns, the in-memory index stands in for the parquet.
         """
-        from_index = columns is not None and set(columns) <= set(HOT_COLUMNS)
+        from_index = columns is not None and set(columns) <= SERVED
         have = _HOT_SCHEMA if from_index else self.base_schema
         patch_types = self._patch_types(queued)
         schema = schema_of(have, queued.schema if queued is not None else {}, patch_types)
