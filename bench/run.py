@@ -352,7 +352,7 @@ def plan(reps: int) -> list[Figure]:
 
 
 # The same probe on the ledger that held the whole frame in memory (commit 3fdb83e), measured
-# on this machine on 2026-11-30: printed beside today's figure so the table shows the change.
+# on this machine on 2026-11-30, unloaded: printed beside today's figure (bench/README.md).
 PLAN_BEFORE = "0.62 s, 850 MB, 1,494 MB on close"
 
 
