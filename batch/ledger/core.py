@@ -33,8 +33,8 @@ import polars as pl
 
 from batch.errors import LedgerError
 from batch.files import fsync_dir
-from batch.ledger import files
-from batch.ledger.fold import SERVED, State, in_sorted, prepared
+from batch.ledger import files, history
+from batch.ledger.fold import SERVED, State, in_sorted, load_checked, prepared
 from batch.ledger.schema import (
     CHANNELS,
     FAILED,
@@ -44,6 +44,8 @@ from batch.ledger.schema import (
     LOCK_NAME,
     PARQUET_NAME,
     PENDING,
+    PREV_JOURNAL,
+    PREV_PARQUET,
     SKIPPED,
     UNSENT,
     Entry,
@@ -89,9 +91,18 @@ class Ledger:
             raise LedgerError(f"{folder}: cannot open the ledger: {err}") from err
         self._closed = False
         self._broken: str | None = None
-        with self._locked():
-            self._state = State.load(self._parquet)
-            self._state.replay(files.read_events(self._journal))
+        self._kept = (folder / PREV_PARQUET, folder / PREV_JOURNAL)
+        try:
+            self._marker = history.Marker(folder)
+            with self._locked():
+                self._state, seq = load_checked(folder, journal_existed=existed)
+                self._marker.catch_up(seq)
+        except LedgerError:
+            os.close(self._journal_fd)
+            os.close(self._lock_fd)
+            if not existed:  # a refused ledger is left as found: its loss stays visible
+                self._journal.unlink(missing_ok=True)
+            raise
         # Rows queued since the last checkpoint: pending rows need no durability (a key the
         # ledger lacks is pending by definition, and an intent creates its row), so queue()
         # leaves them for the next checkpoint instead of rewriting the parquet before the
@@ -347,6 +358,7 @@ class Ledger:
             self._closed = True
             os.close(self._journal_fd)
             os.close(self._lock_fd)
+            self._marker.close()
 
     def __enter__(self) -> Self:
         return self
@@ -458,12 +470,16 @@ class Ledger:
                 rows[key] = {
                     c: v for c, v in queued.items() if v is not None and c != "key"
                 } | fields
-        line = files.event_line(kind, self._now(), rows, **payload)
+        now = self._now()
         with self._locked():
             try:
                 files.cut_torn_tail(self._journal_fd)
+                # The campaign's event number: after the last line, or the checkpoint's.
+                seq = files.last_seq(self._journal_fd) or files.parquet_seq(self._parquet) or 0
+                line = files.event_line(kind, now, rows, seq=seq + 1, **payload)
                 files.write_all(self._journal_fd, line)
                 os.fdatasync(self._journal_fd)
+                self._marker.write(seq + 1)
             except OSError as err:
                 # After a failed fsync the page cache cannot be trusted (the line may or may
                 # not be on disk): refuse to build on it. Reopening replays what is there; an
@@ -488,10 +504,13 @@ class Ledger:
             else:
                 state = state.same_base()
             # Our own events are in the journal too, with everyone else's, in append order.
-            state.replay(files.read_events(self._journal))
+            events = files.read_events(self._journal)
+            state.replay(events)
             fresh = self._queued is not None and self._queued.height > 0
             if state.delta or fresh or not state.write_id or not state.migrated:
-                files.sink(state.current(self._queued, self._channel), self._parquet)
+                files.keep_previous(self._parquet, self._journal_fd, self._journal, self._kept)
+                seq = history.last_seq(state.seq, events)
+                files.sink(state.current(self._queued, self._channel), self._parquet, seq=seq)
                 files.truncate(self._journal_fd, self._journal)
                 # Closing needs no index of what it just wrote; a running ledger reads it back.
                 state = State(self._parquet, None) if closing else State.load(self._parquet)

@@ -21,31 +21,59 @@ import os
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import polars as pl
 
-from batch.errors import LedgerError
-from batch.files import atomic_path
+from batch.errors import BatchError, LedgerError
+from batch.files import atomic_path, write_atomic
 from batch.ledger.schema import migrate_frame, migrate_row, migrate_schema
 
 WRITE_ID = "lmbatch.write_id"  # parquet key-value metadata: which write produced the file
-VERSION = 2  # journal line format: 2 since the address column is `address`
+SEQ = "lmbatch.seq"  # parquet key-value metadata: the last event number it folds in
+VERSION = 2  # journal line format: 2 since the address column is `address` (and lines number)
+_RECOVER = (
+    "rebuild it: `python -m batch.ledger.recover {}` (never delete it: rows it holds as sent "
+    "would be sent again)"
+)
 
 
-def scan(path: Path) -> tuple[pl.LazyFrame, dict[str, pl.DataType], str] | None:
-    """The checkpoint, lazily, migrated to the current column names; its schema; its write id.
+class Checkpoint(NamedTuple):
+    """A checkpoint file, opened lazily."""
 
-    None when there is no checkpoint yet.
-    """
+    frame: pl.LazyFrame  # migrated to the current column names
+    schema: dict[str, pl.DataType]
+    write_id: str
+    seq: int | None  # None: written before events were numbered
+
+
+def scan(path: Path) -> Checkpoint | None:
+    """The checkpoint at `path`, lazily; None when there is none yet."""
     try:
         written = dict(pl.read_parquet_schema(path))
         frame = pl.scan_parquet(path, glob=False)
-        return migrate_frame(frame, written), migrate_schema(written), write_id(path)
+        found = Checkpoint(migrate_frame(frame, written), migrate_schema(written), "", None)
+        return found._replace(write_id=write_id(path), seq=parquet_seq(path))
     except FileNotFoundError:
         return None
     except (OSError, pl.exceptions.PolarsError) as err:
-        raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
+        raise unreadable(path, err) from err
+
+
+def unreadable(path: Path, err: Exception) -> LedgerError:
+    """The error for a checkpoint that cannot be read, with its way back."""
+    return LedgerError(f"{path}: cannot read the ledger: {err}", hint=_RECOVER.format(path.parent))
+
+
+def parquet_seq(path: Path) -> int | None:
+    """The last event number the checkpoint at `path` folds in (None: absent, or unnumbered)."""
+    try:
+        value = pl.read_parquet_metadata(path).get(SEQ)
+    except FileNotFoundError:
+        return None
+    except (OSError, pl.exceptions.PolarsError) as err:
+        raise unreadable(path, err) from err
+    return int(value) if value and value.isdigit() else None
 
 
 def collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
@@ -53,7 +81,7 @@ def collect(frame: pl.LazyFrame, path: Path) -> pl.DataFrame:
     try:
         return frame.collect()
     except (OSError, pl.exceptions.PolarsError) as err:
-        raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
+        raise unreadable(path, err) from err
 
 
 def write_id(path: Path) -> str:
@@ -71,15 +99,18 @@ def write_id(path: Path) -> str:
     except FileNotFoundError:
         return ""
     except (OSError, pl.exceptions.PolarsError) as err:
-        raise LedgerError(f"{path}: cannot read the ledger: {err}") from err
+        raise unreadable(path, err) from err
 
 
-def sink(frame: pl.LazyFrame, path: Path) -> str:
-    """Replace `path` by `frame`, streamed, atomically and durably; returns the new write id."""
+def sink(frame: pl.LazyFrame, path: Path, *, seq: int) -> str:
+    """Replace `path` by `frame`, streamed, atomically and durably; returns the new write id.
+
+    `seq` is the last event number the new checkpoint folds in.
+    """
     new_id = uuid.uuid4().hex
     try:
         with atomic_path(path, temp=path.with_name(path.name + ".tmp")) as tmp:
-            frame.sink_parquet(tmp, metadata={WRITE_ID: new_id})
+            frame.sink_parquet(tmp, metadata={WRITE_ID: new_id, SEQ: str(seq)})
     except (OSError, pl.exceptions.PolarsError) as err:
         raise LedgerError(f"{path}: cannot write the ledger: {err}") from err
     return new_id
@@ -110,9 +141,44 @@ def read_events(path: Path) -> list[dict[str, Any]]:
     return events
 
 
-def event_line(kind: str, at: datetime, rows: dict[str, dict[str, Any]], **payload: Any) -> bytes:
-    """One journal line, newline-terminated."""
-    event = {"v": VERSION, "type": kind, "at": encode(at), **payload}
+def keep_previous(parquet: Path, journal_fd: int, journal: Path, kept: tuple[Path, Path]) -> None:
+    """Before a checkpoint replaces `parquet`: keep it (a hard link) and the journal it folds."""
+    old_parquet, old_journal = kept
+    try:
+        data = os.pread(journal_fd, os.fstat(journal_fd).st_size, 0)
+        write_atomic(old_journal, data[: data.rfind(b"\n") + 1])
+        if parquet.exists():
+            link = parquet.with_name(parquet.name + ".link")
+            link.unlink(missing_ok=True)
+            os.link(parquet, link)
+            os.replace(link, old_parquet)
+    except (OSError, BatchError) as err:
+        raise LedgerError(f"{journal.parent}: cannot keep the previous checkpoint: {err}") from err
+
+
+def last_seq(fd: int) -> int | None:
+    """The event number of the journal's last complete line (None: empty, or unnumbered)."""
+    end = os.fstat(fd).st_size
+    data = b""
+    while end > 0:
+        start = max(0, end - 65536)
+        data = os.pread(fd, end - start, start) + data
+        lines = data[: data.rfind(b"\n") + 1].splitlines()
+        if len(lines) >= 2 or (lines and start == 0):
+            try:
+                seq = json.loads(lines[-1]).get("seq")
+            except ValueError:
+                return None
+            return seq if isinstance(seq, int) else None
+        end = start
+    return None
+
+
+def event_line(
+    kind: str, at: datetime, rows: dict[str, dict[str, Any]], *, seq: int, **payload: Any
+) -> bytes:
+    """One journal line, newline-terminated: event number `seq`."""
+    event = {"v": VERSION, "seq": seq, "type": kind, "at": encode(at), **payload}
     event["rows"] = {k: {c: encode(v) for c, v in f.items()} for k, f in rows.items()}
     return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
 

@@ -25,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from batch.errors import LedgerError
-from batch.ledger import files
+from batch.ledger import files, history
 from batch.ledger.schema import (
     HOT_COLUMNS,
     IN_DOUBT,
@@ -63,7 +63,7 @@ class State:
     def __init__(
         self,
         path: Path,
-        scanned: tuple[pl.LazyFrame, dict[str, pl.DataType], str] | None,
+        scanned: files.Checkpoint | None,
         index: pl.DataFrame | None = None,
     ) -> None:
         self.path = path
@@ -73,10 +73,11 @@ class State:
             self.base: pl.LazyFrame | None = None
             self.base_schema: dict[str, pl.DataType] = dict(SCHEMA)
             self.write_id = ""
+            self.seq: int | None = 0
             self.index = pl.DataFrame(schema=_HOT_SCHEMA)
             self.base_sorted = True
             return
-        self.base, self.base_schema, self.write_id = scanned
+        self.base, self.base_schema, self.write_id, self.seq = scanned
         if index is None:
             hot = conform(self.base, self.base_schema, _HOT_SCHEMA).with_columns(
                 request_id=pl.when(pl.col("status") == IN_DOUBT).then("request_id")
@@ -96,6 +97,7 @@ class State:
         """A state on the same checkpoint with no events applied."""
         fresh = State(self.path, None)
         fresh.base, fresh.base_schema, fresh.write_id = self.base, self.base_schema, self.write_id
+        fresh.seq = self.seq
         fresh.index, fresh.base_sorted = self.index, self.base_sorted
         return fresh
 
@@ -304,13 +306,39 @@ def prepared(rows: pl.DataFrame, channel: str | None, now: datetime) -> pl.DataF
 
 def read_ledger(folder: Path) -> pl.DataFrame:
     """The ledger's current state (parquet + journal) without taking write ownership."""
+    parquet, journal = folder / PARQUET_NAME, folder / JOURNAL_NAME
     if not folder.is_dir():
-        raise LedgerError(f"{folder}: no ledger here", hint="check the campaign name")
+        if history.read_marker(folder) is None:
+            raise LedgerError(f"{folder}: no ledger here", hint="check the campaign name")
+        history.verify(  # a campaign with a history lost its folder: says so
+            folder,
+            parquet=parquet,
+            journal=journal,
+            base_seq=None,
+            events=[],
+            journal_existed=False,
+        )
     with contextlib.ExitStack() as stack:
         with contextlib.suppress(OSError):  # a read-only copy has no lock to honour
             fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_CLOEXEC)
             stack.callback(os.close, fd)
             fcntl.flock(fd, fcntl.LOCK_SH)  # a checkpoint cannot swap files under us
-        state = State.load(folder / PARQUET_NAME)
-        state.replay(files.read_events(folder / JOURNAL_NAME))
-        return files.collect(state.current(), folder / PARQUET_NAME)
+        state, _ = load_checked(folder, journal_existed=journal.exists())
+        return files.collect(state.current(), parquet)
+
+
+def load_checked(folder: Path, *, journal_existed: bool) -> tuple[State, int]:
+    """The ledger in `folder` (checkpoint + journal), refused if it lost events; its last seq."""
+    parquet, journal = folder / PARQUET_NAME, folder / JOURNAL_NAME
+    state = State.load(parquet)
+    events = files.read_events(journal)
+    history.verify(
+        folder,
+        parquet=parquet,
+        journal=journal,
+        base_seq=state.seq,
+        events=events,
+        journal_existed=journal_existed,
+    )
+    state.replay(events)
+    return state, history.last_seq(state.seq, events)

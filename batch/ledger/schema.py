@@ -29,6 +29,8 @@ UNSENT = frozenset({PENDING, FAILED, SKIPPED})
 # The campaign folder's ledger files.
 PARQUET_NAME, JOURNAL_NAME, LOCK_NAME = "ledger.parquet", "journal.jsonl", "ledger.lock"
 LEDGER_FILES = (PARQUET_NAME, JOURNAL_NAME)  # a campaign has a ledger if either exists
+# What each checkpoint keeps of its predecessor, to rebuild a lost checkpoint (recover.py).
+PREV_PARQUET, PREV_JOURNAL = "ledger.prev.parquet", "journal.prev.jsonl"
 
 CHANNELS = ("email", "sms", "signature")
 LEGACY_ADDRESS = "email"  # the address column's name before it was `address`
