@@ -32,6 +32,7 @@ import polars as pl
 
 from batch.dataset import read_dataset
 from batch.jobfile import load_job
+from batch.ledger.history import marker_path
 from batch.sandbox import SandboxConfig, running_sandbox
 
 BENCH = Path(__file__).resolve().parent
@@ -152,7 +153,7 @@ def _send_job(rows: int, campaign: str, window: float, *, same: bool = False) ->
         html="same.html" if same else gen_data.TEMPLATE.name,
         subject="New office hours from 1 March 2026" if same else gen_data.SUBJECT,
     )
-    shutil.rmtree(DATA / "output" / campaign, ignore_errors=True)
+    _forget(DATA / "output" / campaign)
     return job
 
 
@@ -292,6 +293,15 @@ def read(reps: int) -> list[Figure]:
 # --- ledger -------------------------------------------------------------------------------
 
 
+def _forget(folder: Path) -> None:
+    """Delete a bench campaign for good: its folder and the marker its ledger keeps beside it.
+
+    (A ledger refuses to start again from nothing while its marker remembers a history.)
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    marker_path(folder).unlink(missing_ok=True)
+
+
 def _plan_inputs() -> tuple[Path, Path, Path]:
     """A 1M-row scan summary and a 900k-row ledger of sent rows (built once)."""
     folder = DATA / "plan"
@@ -299,7 +309,7 @@ def _plan_inputs() -> tuple[Path, Path, Path]:
     job = gen_data.validate_job(gen_data.dataset(1_000_000))
     if scan.exists() and (ledger / "ledger.parquet").exists():
         return job, scan, ledger
-    shutil.rmtree(folder, ignore_errors=True)
+    _forget(folder)
     folder.mkdir(parents=True)
     digest = pl.col("id").hash(7).cast(pl.String).str.zfill(20)
     summary = pl.read_csv(gen_data.dataset(1_000_000), infer_schema=False).select(
@@ -332,7 +342,7 @@ def plan(reps: int) -> list[Figure]:
     seconds, rss, closing = [], [], []
     for rep in range(reps):
         folder = DATA / "plan" / f"run-{rep}"
-        shutil.rmtree(folder, ignore_errors=True)
+        _forget(folder)
         shutil.copytree(template, folder)
         out = json.loads(measure(_py("probes.py", "plan", job, scan, folder)).stdout)
         if out["todo"] != 100_000 or out["first"] != ["C-900000"]:
@@ -340,7 +350,7 @@ def plan(reps: int) -> list[Figure]:
         seconds.append(out["seconds"])
         rss.append(out["decision_rss_mb"])
         closing.append(out["peak_rss_mb"])
-        shutil.rmtree(folder)
+        _forget(folder)
     value = (
         f"{_median(seconds):.2f} s, {max(rss):,.0f} MB peak RSS to the decision "
         f"({max(closing):,.0f} MB with the checkpoint on close); before the lazy ledger: "
@@ -361,11 +371,11 @@ def durability(reps: int) -> list[Figure]:
     medians, means = [], []
     for rep in range(reps):
         folder = DATA / "journal" / f"run-{rep}"
-        shutil.rmtree(folder, ignore_errors=True)
+        _forget(folder)
         out = json.loads(measure(_py("probes.py", "journal", folder, 1000)).stdout)
         medians.append(out["median_ms"])
         means.append(out["mean_ms"])
-        shutil.rmtree(folder)
+        _forget(folder)
     value = f"{_median(medians):.2f} ms median, {_median(means):.2f} ms with checkpoints"
     met = _median(medians) < 5 and _median(means) < 5
     return [Figure("ledger durability per send", value, "< 5 ms median", met, "--only durability")]
