@@ -28,6 +28,7 @@ from batch.ledger import (
     Entry,
     Ledger,
     Outcome,
+    has_history,
     read_ledger,
 )
 from batch.ledger.history import marker_path
@@ -171,6 +172,9 @@ def test_a_journal_missing_its_middle_is_refused(folder: Path) -> None:
 
 def test_a_deleted_campaign_folder_does_not_restart_from_nothing(folder: Path) -> None:
     shutil.rmtree(folder)
+    assert has_history(folder)  # what status/track/report must ask before "no ledger here"
+    with pytest.raises(LedgerError, match="this campaign has a history"):
+        read_ledger(folder)
 
     with pytest.raises(LedgerError, match="this campaign has a history"):
         Ledger.open(folder)

@@ -8,6 +8,7 @@ and `core` (the `Ledger` state machine and its durability). Import from here.
 
 from batch.ledger.core import Ledger
 from batch.ledger.fold import read_ledger, unsettled
+from batch.ledger.history import has_history
 from batch.ledger.schema import (
     CHANNELS,
     FAILED,
@@ -55,6 +56,7 @@ __all__ = [
     "Outcome",
     "Row",
     "decode_json_cell",
+    "has_history",
     "read_ledger",
     "to_utc",
     "unsettled",

@@ -32,6 +32,7 @@ from typing import Any
 
 from batch.errors import LedgerError
 from batch.files import fsync_dir
+from batch.ledger.schema import LEDGER_FILES
 
 MARKER_DIR = ".lmbatch"
 _MARKER_SIZE = 64  # the record is rewritten in place, padded: one pwrite, never half a record
@@ -50,6 +51,15 @@ def read_marker(folder: Path) -> int | None:
         return None
     seq = data.get("seq") if isinstance(data, dict) else None
     return seq if isinstance(seq, int) else None
+
+
+def has_history(folder: Path) -> bool:
+    """Whether `folder` holds a campaign's ledger, or held one: its files, or its marker.
+
+    What "is there a ledger here?" checks must ask (status, track, certificates, report): a
+    campaign whose files were lost still has a history, and reading it says what was lost.
+    """
+    return any((folder / name).exists() for name in LEDGER_FILES) or marker_path(folder).exists()
 
 
 class Marker:
