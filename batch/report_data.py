@@ -148,7 +148,7 @@ def campaign_report(job: Job, *, now: datetime | None = None) -> CampaignReport:
             problems.append(
                 {
                     "key": row["key"],
-                    "email": row.get("email") or "",
+                    "email": row.get("address") or "",
                     "status": row["status"],
                     "reason": _failure(row),
                     "error_status": row.get("error_status") or "",
@@ -178,7 +178,7 @@ def campaign_report(job: Job, *, now: datetime | None = None) -> CampaignReport:
                 Recipient(
                     key=str(row["key"]),
                     name=str(row.get("name") or ""),
-                    address=str(row.get("email") or ""),
+                    address=str(row.get("address") or ""),
                     status=str(row["status"]),
                     sent_at=utc(row["sent_at"]) if row.get("sent_at") else None,
                     evidence=evidence,

@@ -180,7 +180,12 @@ def run(
     with (
         lock,
         # The sender checkpoints while the rate limit makes it wait; these are a safety net.
-        Ledger.open(job.output_dir, checkpoint_every=2000, checkpoint_seconds=600) as ledger,
+        Ledger.open(
+            job.output_dir,
+            checkpoint_every=2000,
+            checkpoint_seconds=600,
+            channel=job.spec.channel,
+        ) as ledger,
         _client(job, client, stop, options, on_request) as api,
     ):
         if lock.stale_previous is not None:  # unattended, this is the only sign of a crash

@@ -227,7 +227,7 @@ def test_sigint_finishes_the_request_in_flight_exits_3_and_resumes(
     assert f"resume with: lmbatch run {job}" in out
 
     ledger = read_ledger(tmp_path / "out" / "cli")
-    sent = ledger.filter(pl.col("status") == "sent")["email"].to_list()
+    sent = ledger.filter(pl.col("status") == "sent")["address"].to_list()
     assert set(ledger["status"]) == {"sent", "pending"}  # nothing in flight was left in doubt
     assert sorted(sent) == sorted(accepted(api))
     assert 5 <= len(sent) < 40

@@ -311,7 +311,7 @@ def test_credits_running_out_mid_run_stop_cleanly_and_resume(tmp_path: Path) -> 
         assert by_status.get("pending", 0) > 0
         # What the sandbox took is exactly what the ledger calls sent or failed.
         took = {str(e["recipient"]).lower() for e in accepted(sandbox, campaign)}
-        settled = ledger_of(campaign).filter(pl.col("status") != "pending")["email"]
+        settled = ledger_of(campaign).filter(pl.col("status") != "pending")["address"]
         assert {a.lower() for a in settled.to_list()} == took
 
         sandbox.state.set_credits(1000)

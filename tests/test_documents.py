@@ -32,7 +32,7 @@ from batch.documents import (
     render_pdf,
 )
 from batch.errors import RowError, WorkPending
-from batch.render import format_date, money
+from batch.templating import format_date, money
 
 REPO = Path(__file__).resolve().parent.parent
 # A 2x2 red PNG: small enough to inline, real enough for WeasyPrint to embed.
