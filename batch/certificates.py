@@ -81,7 +81,7 @@ def download_certificates(
     folder.mkdir(parents=True, exist_ok=True)
     own = client is None
     if client is None:
-        from batch.runner import build_client  # the runner imports the whole send pipeline
+        from batch.client import build_client_from_env as build_client
 
         client = build_client(job, stop=threading.Event())
     try:

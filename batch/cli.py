@@ -22,6 +22,7 @@ import click
 from rich.console import Console
 
 from batch import errors
+from batch.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 # soft_wrap: never break a line at the terminal's width. Under cron or in a pipe rich assumes 80
@@ -64,6 +65,12 @@ def _load(job: Path, period: str | None) -> Any:
     return load_job(job, period=period)
 
 
+def _settings(job: Any) -> Settings:
+    """The environment, read once per command: the token named by the job's api.token_env,
+    LEGALLYMAIL_BASE_URL and the rate limiter's state folder."""
+    return Settings.from_env(job.spec.api.token_env)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lmbatch")
 def main() -> None:
@@ -82,7 +89,8 @@ def validate(job: Path, period: str | None) -> None:
     """Check every row of JOB (exit 2 on any problem); nothing is sent."""
     from batch.runner import RunOptions, run
 
-    summary = run(_load(job, period), RunOptions(dry_run=True, skip_invalid=True))
+    loaded = _load(job, period)
+    summary = run(loaded, RunOptions(dry_run=True, skip_invalid=True), settings=_settings(loaded))
     if summary.invalid:
         raise errors.RowErrors(summary.invalid)
     stats = summary.stats
@@ -151,7 +159,9 @@ def run(
     )
     stop = threading.Event()
     with _reporter(log_file, json_log) as reporter, _stop_on_signals(stop):
-        summary = run_campaign(loaded, options, reporter=reporter, stop=stop)
+        summary = run_campaign(
+            loaded, options, settings=_settings(loaded), reporter=reporter, stop=stop
+        )
     _print_run(summary, job, period)
     sys.exit(summary.exit_code)
 
@@ -201,15 +211,17 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
     """Bring sent recipients' statuses (delivered, read, bounced…) into JOB's ledger."""
     from datetime import UTC
 
+    from batch.client import build_client
     from batch.track import console_reporter
     from batch.track import track as track_campaign
 
     loaded = _load(job, period)
     deadline = until.replace(tzinfo=UTC) if until is not None else None
     stop = threading.Event()
-    with _stop_on_signals(stop):
+    with _stop_on_signals(stop), build_client(_settings(loaded), loaded, stop=stop) as api:
         summary = track_campaign(
             loaded,
+            client=api,
             watch=watch,
             until=deadline,
             interval=interval,
@@ -229,8 +241,11 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
 def certificates(job: Path, period: str | None) -> None:
     """Download JOB's certificates of delivery and reading, verified against their hashes."""
     from batch.certificates import download_certificates
+    from batch.client import build_client
 
-    summary = download_certificates(_load(job, period))
+    loaded = _load(job, period)
+    with build_client(_settings(loaded), loaded, stop=threading.Event()) as api:
+        summary = download_certificates(loaded, client=api)
     _out().print(
         f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}"
     )
@@ -412,7 +427,7 @@ def demo(job: Path) -> None:
     """Run an example job against an in-process sandbox (10 requests per second)."""
     from batch.demo import run_demo
 
-    summary = run_demo(job)
+    summary = run_demo(job, Settings.from_env())
     _print_run(summary, job, None)
 
 

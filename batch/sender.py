@@ -77,13 +77,16 @@ class Sender:
         stats: RunStats,
         reporter: Reporter,
         stop: threading.Event,
+        *,
+        wall_clock: Callable[[], datetime] | None = None,
+        wait: Callable[[float], None] | None = None,
     ) -> None:
         self.job, self.api, self.ledger, self.frame = job, api, ledger, frame
         self.stats, self.reporter, self.stop = stats, reporter, stop
         self.anchor: str | None = _newest_parent(ledger.frame())
         self.anchor_checked = self.anchor is not None or job.spec.channel == "sms"
-        self.wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-        self.wait: Callable[[float], None] = StopClock(stop).sleep
+        self.wall_clock: Callable[[], datetime] = wall_clock or (lambda: datetime.now(UTC))
+        self.wait: Callable[[float], None] = wait or StopClock(stop).sleep
         schedule = job.spec.schedule
         self.window = (
             SendWindow(schedule.window, schedule.timezone)

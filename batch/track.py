@@ -174,7 +174,7 @@ def console_reporter(console: Console) -> Reporter:
 
 
 def _build_client(job: Job, stop: threading.Event) -> LegallyMailClient:
-    from batch.runner import build_client  # the runner imports the whole send pipeline
+    from batch.client import build_client_from_env as build_client
 
     return build_client(job, stop=stop)
 
