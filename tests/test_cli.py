@@ -195,6 +195,7 @@ def test_a_held_lock_exits_4_naming_the_holder(api: RunningSandbox, tmp_path: Pa
     assert lmbatch("run", job).exit_code == 0  # released: the next run goes ahead
 
 
+@pytest.mark.slow  # a child process interrupted mid-run
 def test_sigint_finishes_the_request_in_flight_exits_3_and_resumes(
     api: RunningSandbox, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
 from helpers import (
     DEADLINE,
     WINDOW,
@@ -23,6 +24,8 @@ from helpers import (
 )
 
 from batch.sandbox import running_sandbox
+
+pytestmark = pytest.mark.slow  # end to end: child processes against a sandbox
 
 LIMIT = 10
 

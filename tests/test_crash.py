@@ -50,6 +50,8 @@ from batch.cli import main
 from batch.pacing import HostLimiter
 from batch.sandbox import RunningSandbox, running_sandbox
 
+pytestmark = pytest.mark.slow  # end to end: child processes killed and resumed
+
 SEND_PATH = {"email": "/api/send", "sms": "/api/sms/send", "signature": "/api/signature/send"}
 STAT = {"email": "emails", "sms": "sms", "signature": "signatures"}
 

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 
@@ -100,6 +101,17 @@ def test_fake_clock_moves_only_when_told_and_records_sleeps() -> None:
     clock.sleep(2.0)
     assert clock.now() == 8.5
     assert clock.sleeps == [2.0]
+
+
+def test_the_one_fake_clock_reads_as_seconds_and_as_utc_and_can_tick() -> None:
+    clock = FakeClock(1_700_000_000.0)
+    assert clock() == clock.now() == 1_700_000_000.0  # the sandbox's and the limiters' view
+    assert clock.utc() == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)  # the ledger's
+    with pytest.raises(ValueError):
+        clock.advance(-1.0)
+    ticking = FakeClock(0.0, tick=0.25)
+    assert [ticking.now() for _ in range(3)] == [0.0, 0.25, 0.5]  # every stamp distinct
+    assert ticking.sleeps == []
 
 
 def test_system_clock_reads_the_monotonic_clock_every_process_shares() -> None:
@@ -478,6 +490,7 @@ def two_processes(tmp_path: Path) -> Iterator[TwoProcesses]:
             proc.wait()
 
 
+@pytest.mark.slow  # two child processes, real time
 @pytest.mark.parametrize("against", ["stand-in requests", "the sandbox"])
 def test_two_processes_share_the_limit_fully_and_fairly(
     two_processes: TwoProcesses, sandbox_factory: Callable[..., RunningSandbox], against: str
