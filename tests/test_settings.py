@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import threading
+import tomllib
 from pathlib import Path
 
 import pytest
 
+import batch
 from batch.client import base_url, build_client
+from batch.demo import run_demo
 from batch.errors import AuthError
 from batch.jobfile import Job, load_job
 from batch.pacing import HostLimiter
@@ -117,3 +121,21 @@ def test_only_the_cli_and_settings_read_the_environment() -> None:
         if re.search(r"os\.environ|os\.getenv|environ\[", path.read_text(encoding="utf-8"))
     )
     assert readers == ["settings.py"]
+
+
+def test_the_demo_points_its_settings_at_the_sandbox_and_leaves_the_environment_alone(
+    job: Job, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEGALLYMAIL_BASE_URL", "http://127.0.0.1:1")  # would fail if used
+    before = dict(os.environ)
+    summary = run_demo(tmp_path / "job.yaml", Settings(state_dir=tmp_path / "state"))
+    assert summary.counts == {"sent": 1}
+    assert dict(os.environ) == before
+    assert list((tmp_path / "state").glob("ratelimit-127.0.0.1_*.json"))
+
+
+def test_the_version_has_one_source() -> None:
+    project = tomllib.loads((BATCH.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    assert batch.__version__ == project["project"]["version"]
+    # No second copy of the number in the package (the fallback "0+unknown" is not one).
+    assert re.search(r'__version__\s*=\s*"\d', (BATCH / "__init__.py").read_text()) is None
