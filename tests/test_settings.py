@@ -138,4 +138,4 @@ def test_the_version_has_one_source() -> None:
     project = tomllib.loads((BATCH.parent / "pyproject.toml").read_text(encoding="utf-8"))
     assert batch.__version__ == project["project"]["version"]
     # No second copy of the number in the package (the fallback "0+unknown" is not one).
-    assert re.search(r'__version__\s*=\s*"\d', (BATCH / "__init__.py").read_text()) is None
+    assert re.search(r'__version__\s*=\s*"\d+\.\d+', (BATCH / "__init__.py").read_text()) is None
