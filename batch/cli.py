@@ -22,6 +22,7 @@ import click
 from rich.console import Console
 
 from batch import errors
+from batch.limits import MAX_RECIPIENTS_PER_REQUEST, REQUESTS_PER_WINDOW, WINDOW_SECONDS
 from batch.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -343,9 +344,19 @@ def schedule(job: Path, period: str | None, count: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8025, show_default=True, help="Port (0 picks a free one).")
 @click.option("--token", default=None, help="The token clients must send (default: random).")
-@click.option("--rate", default="10/60", show_default=True, help="Requests per window: N/SECONDS.")
+@click.option(
+    "--rate",
+    default=f"{REQUESTS_PER_WINDOW}/{WINDOW_SECONDS:g}",
+    show_default=True,
+    help="Requests per window: N/SECONDS.",
+)
 @click.option("--credits", default=1_000_000, show_default=True, help="E-mail/SMS credits.")
-@click.option("--max-recipients", default=10, show_default=True, help="Recipients per send.")
+@click.option(
+    "--max-recipients",
+    default=MAX_RECIPIENTS_PER_REQUEST,
+    show_default=True,
+    help="Recipients per send.",
+)
 @click.option(
     "--fault-rate",
     default="",
