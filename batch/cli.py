@@ -159,7 +159,9 @@ def run(
         exit_outside_window=exit_outside_window,
     )
     stop = threading.Event()
-    with _reporter(log_file, json_log) as reporter, _stop_on_signals(stop):
+    from batch.progress import open_reporter
+
+    with open_reporter(log_file, json_log, console) as reporter, _stop_on_signals(stop):
         summary = run_campaign(
             loaded, options, settings=_settings(loaded), reporter=reporter, stop=stop
         )
@@ -464,28 +466,6 @@ def _print_run(summary: Any, job: Path, period: str | None) -> None:
             f"where the API allows; see `lmbatch status {job}{suffix}`, and settle the rest with "
             f"`lmbatch resolve {job} KEY --sent|--not-sent` after checking the LegallyMail panel"
         )
-
-
-class _reporter:
-    """The progress display: a bar on a terminal, log lines otherwise."""
-
-    def __init__(self, log_file: Path | None, as_json: bool) -> None:
-        self.log_file, self.as_json = log_file, as_json
-        self.stream: Any = None
-
-    def __enter__(self) -> Any:
-        from batch.progress import LineReporter, RichReporter
-
-        if self.log_file is not None:
-            self.stream = open(self.log_file, "a", encoding="utf-8")
-            return LineReporter(self.stream, as_json=self.as_json)
-        if self.as_json or not sys.stderr.isatty():
-            return LineReporter(as_json=self.as_json)
-        return RichReporter(console)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.stream is not None:
-            self.stream.close()
 
 
 class _stop_on_signals:

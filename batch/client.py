@@ -405,12 +405,7 @@ def build_client(
 
     `window_seconds` overrides the job's rate window (the demo scales it down).
     """
-    if not settings.token:
-        name = settings.token_env
-        raise AuthError(
-            f"no API token: the environment variable {name} is not set",
-            hint=f"export {name}=... (the token from your LegallyMail panel)",
-        )
+    token = settings.require_token()
     url = base_url(settings, job)
     limits = job.spec.limits
     clock = StopClock(stop)
@@ -425,7 +420,7 @@ def build_client(
     )
     return LegallyMailClient(
         url,
-        settings.token,
+        token,
         limiter=limiter,
         timeout=job.spec.api.timeout_seconds,
         connect_timeout=CONNECT_TIMEOUT,
@@ -436,22 +431,13 @@ def build_client(
     )
 
 
-def build_client_from_env(
-    job: Job,
-    *,
-    stop: threading.Event,
-    window_seconds: float | None = None,
-    on_request: Callable[[RequestEvent], None] | None = None,
-) -> LegallyMailClient:
+def build_client_from_env(job: Job, *, stop: threading.Event, **options: Any) -> LegallyMailClient:
     """`build_client` with settings read from the process's environment now.
 
     For library callers handed neither a client nor settings (and the tests that point lmbatch
     at a sandbox through the environment); the CLI reads the environment once and passes both.
     """
-    settings = Settings.from_env(job.spec.api.token_env)
-    return build_client(
-        settings, job, stop=stop, window_seconds=window_seconds, on_request=on_request
-    )
+    return build_client(Settings.from_env(job.spec.api.token_env), job, stop=stop, **options)
 
 
 def _in_doubt_hint(endpoint: str) -> str:

@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import IO, Protocol
 
 from rich.console import Console, Group
@@ -19,7 +22,14 @@ from rich.text import Text
 from batch.stats import RunStats
 from batch.timeutil import utcnow
 
-__all__ = ["LineReporter", "NullReporter", "Reporter", "RichReporter", "RunStats"]
+__all__ = [
+    "LineReporter",
+    "NullReporter",
+    "Reporter",
+    "RichReporter",
+    "RunStats",
+    "open_reporter",
+]
 
 
 class Reporter(Protocol):
@@ -163,3 +173,15 @@ class LineReporter:
     def stop(self) -> None:
         """Log the end."""
         self._emit("stop")
+
+
+@contextmanager
+def open_reporter(log_file: Path | None, as_json: bool, console: Console) -> Iterator[Reporter]:
+    """The display for `lmbatch run`: a bar on a terminal, log lines otherwise (or to a file)."""
+    if log_file is not None:
+        with open(log_file, "a", encoding="utf-8") as stream:
+            yield LineReporter(stream, as_json=as_json)
+    elif as_json or not sys.stderr.isatty():
+        yield LineReporter(as_json=as_json)
+    else:
+        yield RichReporter(console)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from batch.errors import AuthError
+
 __all__ = ["DEFAULT_TOKEN_ENV", "Settings", "state_dir_from"]
 
 DEFAULT_TOKEN_ENV = "LEGALLYMAIL_TOKEN"
@@ -34,6 +36,15 @@ class Settings:
             f"Settings(token=<{shown}>, token_env={self.token_env!r}, "
             f"base_url={self.base_url!r}, state_dir={self.state_dir!r})"
         )
+
+    def require_token(self) -> str:
+        """The token, or an AuthError naming the variable to set."""
+        if not self.token:
+            raise AuthError(
+                f"no API token: the environment variable {self.token_env} is not set",
+                hint=f"export {self.token_env}=... (the token from your LegallyMail panel)",
+            )
+        return self.token
 
     @classmethod
     def from_env(
