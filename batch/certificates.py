@@ -30,10 +30,10 @@ from typing import Any
 
 from batch import errors
 from batch.client import LegallyMailClient
+from batch.client import build_client_from_env as build_client
 from batch.files import write_atomic
 from batch.jobmodel import Job
 from batch.ledger import Ledger
-from batch.runner import build_client
 
 FOLDER = "certificates"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
