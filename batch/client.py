@@ -49,7 +49,7 @@ from batch.errors import (
     RateLimited,
     Unreachable,
 )
-from batch.jobfile import Job
+from batch.jobmodel import Job
 from batch.limits import LISTING_LIMIT
 from batch.pacing import HostLimiter, RateLimiter, StopClock
 from batch.settings import Settings

@@ -128,7 +128,7 @@ def _recipient(
 ) -> _Recipient:
     key = str(row["key"])
     data = _json(row.get("channel_data"))
-    address = row.get("address", row.get("email"))
+    address = row.get("address") or row.get("email")
     status = str(row.get("status") or "")
     cells = {
         "key": key,

@@ -17,7 +17,7 @@ import polars as pl
 from batch import errors
 from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
 from batch.dataset import read_dataset
-from batch.jobfile import Job
+from batch.jobmodel import Job
 from batch.ledger import IN_DOUBT, PENDING, Ledger, read_ledger, unsettled
 from batch.lock import CampaignLock
 from batch.pacing import StopClock

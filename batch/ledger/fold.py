@@ -30,6 +30,7 @@ from batch.ledger.schema import (
     HOT_COLUMNS,
     IN_DOUBT,
     JOURNAL_NAME,
+    LEGACY_ADDRESS,
     LOCK_NAME,
     PARQUET_NAME,
     PENDING,
@@ -285,8 +286,8 @@ def prepared(rows: pl.DataFrame, channel: str | None, now: datetime) -> pl.DataF
     """Rows given to `Ledger.queue` as the ledger holds them: pending, stamped `now`."""
     if "key" not in rows.columns:
         raise LedgerError("queue(): the rows have no 'key' column")
-    if "email" in rows.columns and "address" not in rows.columns:
-        rows = rows.rename({"email": "address"})
+    if LEGACY_ADDRESS in rows.columns and "address" not in rows.columns:
+        rows = rows.rename({LEGACY_ADDRESS: "address"})
     wanted = [c for c in ("key", "address", "name", "content_hash") if c in rows.columns]
     new = rows.select(pl.col(c).cast(pl.String) for c in wanted)
     if new["key"].null_count():
