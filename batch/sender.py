@@ -31,9 +31,10 @@ from batch.jobmodel import Job
 from batch.ledger import FAILED, PENDING, SENT, SKIPPED, Entry, Ledger
 from batch.pacing import StopClock
 from batch.plan import Batch, Plan, group
-from batch.progress import Reporter, RunStats
+from batch.progress import Reporter
 from batch.render import Scan, render_keys
 from batch.settle import Settler
+from batch.stats import RunStats
 from batch.window import SendWindow
 
 

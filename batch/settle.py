@@ -20,9 +20,10 @@ from batch.client import LegallyMailClient
 from batch.jobmodel import Job
 from batch.ledger import FAILED, IN_DOUBT, SENT, Entry, Ledger
 from batch.plan import Batch
-from batch.progress import Reporter, RunStats
+from batch.progress import Reporter
 from batch.reconcile import MISSING_FROM_ANSWER, Finding, Probe, Verdict, reconcile_in_send
 from batch.render import render_keys
+from batch.stats import RunStats
 
 
 class Settler:

@@ -23,9 +23,10 @@ import polars as pl
 from batch.jobfile import load_job
 from batch.ledger import Entry, Ledger, Outcome
 from batch.plan import Batch
-from batch.progress import NullReporter, RunStats
+from batch.progress import NullReporter
 from batch.render import Scan
 from batch.sender import RunOptions, Sender
+from batch.stats import RunStats
 
 
 class _Api:

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +36,15 @@ from batch.ledger import (
 )
 from batch.ledger.files import parquet_seq
 from batch.ledger.history import marker_path
+from batch.sandbox.clock import FakeClock
 
 T0 = datetime(2025, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)
 
 
-class FakeClock:
-    """Advances a little more than a millisecond per reading, so every stamp is distinct."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(microseconds=1001)
-        return self.now
+def ledger_clock(clock: FakeClock | None = None) -> Callable[[], datetime]:
+    """The shared fake clock as the ledger reads it; a little over a millisecond per reading,
+    so every stamp is distinct."""
+    return (clock or FakeClock(T0.timestamp(), tick=0.001001)).utc
 
 
 def entry(key: str) -> Entry:
@@ -103,7 +99,7 @@ def open_ledger(folder: Path) -> Iterator[Callable[..., Ledger]]:
     opened: list[Ledger] = []
 
     def make(**options: Any) -> Ledger:
-        options.setdefault("clock", FakeClock())
+        options.setdefault("clock", ledger_clock())
         ledger = Ledger.open(folder, **options)
         opened.append(ledger)
         return ledger
@@ -290,8 +286,8 @@ def test_journal_line_format(open_ledger: Callable[..., Ledger], folder: Path) -
 def test_checkpoints_every_n_events_and_every_t_seconds(
     open_ledger: Callable[..., Ledger], folder: Path
 ) -> None:
-    clock = FakeClock()
-    ledger = open_ledger(checkpoint_every=3, checkpoint_seconds=60, clock=clock)
+    clock = FakeClock(T0.timestamp(), tick=0.001001)
+    ledger = open_ledger(checkpoint_every=3, checkpoint_seconds=60, clock=clock.utc)
     ledger.fail(["a"], "x")
     ledger.fail(["b"], "x")
     assert len(journal_lines(folder)) == 2
@@ -299,7 +295,7 @@ def test_checkpoints_every_n_events_and_every_t_seconds(
     assert journal_lines(folder) == []
     assert pl.read_parquet(ledger.path).height == 3
     ledger.fail(["d"], "x")
-    clock.now += timedelta(seconds=61)
+    clock.advance(61)
     ledger.fail(["e"], "x")
     assert journal_lines(folder) == []
     assert pl.read_parquet(ledger.path).height == 5
@@ -505,7 +501,7 @@ def test_queue_waits_for_the_next_checkpoint_and_writes_once(
         return real_write(frame, path, seq=seq)
 
     monkeypatch.setattr(journal_module, "sink", counting_write)
-    n = 1_000_000
+    n = 10_000
     many = pl.select(key=pl.format("K{}", pl.int_range(n).cast(pl.String).str.zfill(7)))
     ledger.queue(many.with_columns(address=pl.lit("x@example.com"), content_hash=pl.lit("h")))
 
@@ -625,7 +621,7 @@ def test_any_history_survives_reopening(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "c"
         journal = folder / JOURNAL_NAME
-        ledger = Ledger.open(folder, checkpoint_every=every, clock=FakeClock())
+        ledger = Ledger.open(folder, checkpoint_every=every, clock=ledger_clock())
         ledger.queue(rows(*initial))
         before_last_line = ledger.frame()
         for number, (op, arg) in enumerate(ops):
@@ -661,7 +657,7 @@ def test_any_history_survives_reopening(
             assert lost["attempts"].to_list() == [0] * lost.height
             expected = expected.join(lost.select("key"), on="key", how="anti")
         assert read_ledger(folder).equals(expected)
-        with Ledger.open(folder, clock=FakeClock()) as again:
+        with Ledger.open(folder, clock=ledger_clock()) as again:
             assert again.frame().equals(expected)
         assert pl.read_parquet(folder / "ledger.parquet").equals(expected)
         assert pq.read_table(folder / "ledger.parquet").num_rows == expected.height
