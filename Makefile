@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test lint types pytest bench clean browser pango
+.PHONY: venv demo test test-fast lint types pytest bench clean browser pango
 
 venv: $(STAMP)
 
@@ -36,6 +36,10 @@ pytest: venv browser pango
 	$(BIN)/pytest
 
 test: lint types pytest
+
+# The inner loop: everything but the tests marked slow (end-to-end runs); CI runs `make test`.
+test-fast: venv
+	$(BIN)/pytest -m "not slow" -q
 
 bench: venv
 	$(BIN)/pip install --quiet -e '.[test,bench]'

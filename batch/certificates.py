@@ -30,13 +30,14 @@ from typing import Any
 
 from batch import errors
 from batch.client import LegallyMailClient
-from batch.files import safe_name, write_atomic
+from batch.client import build_client_from_env as build_client
+from batch.files import write_atomic
 from batch.jobmodel import Job
 from batch.ledger import Ledger
-from batch.runner import build_client
 
 FOLDER = "certificates"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_MAX_STEM = 100  # file systems allow 255 bytes; leave room for the suffixes
 
 
 @dataclass
@@ -53,6 +54,14 @@ class CertificateSummary:
     def exit_code(self) -> int:
         """0, or 1 when a file could not be downloaded or verified."""
         return errors.EXIT_ERROR if self.failures else errors.EXIT_OK
+
+
+def safe_name(key: str) -> str:
+    """`key` as a file-name stem: safe characters only, unique per key."""
+    clean = _UNSAFE.sub("_", key)[:_MAX_STEM]
+    if clean != key or clean.startswith("."):
+        clean = f"{clean.lstrip('.')}~{hashlib.sha256(key.encode()).hexdigest()[:8]}"
+    return clean
 
 
 def certificate_file(key: str, kind: str) -> str:

@@ -22,6 +22,8 @@ import click
 from rich.console import Console
 
 from batch import errors
+from batch.limits import MAX_RECIPIENTS_PER_REQUEST, REQUESTS_PER_WINDOW, WINDOW_SECONDS
+from batch.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 # soft_wrap: never break a line at the terminal's width. Under cron or in a pipe rich assumes 80
@@ -64,6 +66,12 @@ def _load(job: Path, period: str | None) -> Any:
     return load_job(job, period=period)
 
 
+def _settings(job: Any) -> Settings:
+    """The environment, read once per command: the token named by the job's api.token_env,
+    LEGALLYMAIL_BASE_URL and the rate limiter's state folder."""
+    return Settings.from_env(job.spec.api.token_env)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lmbatch")
 def main() -> None:
@@ -82,7 +90,8 @@ def validate(job: Path, period: str | None) -> None:
     """Check every row of JOB (exit 2 on any problem); nothing is sent."""
     from batch.runner import RunOptions, run
 
-    summary = run(_load(job, period), RunOptions(dry_run=True, skip_invalid=True))
+    loaded = _load(job, period)
+    summary = run(loaded, RunOptions(dry_run=True, skip_invalid=True), settings=_settings(loaded))
     if summary.invalid:
         raise errors.RowErrors(summary.invalid)
     stats = summary.stats
@@ -150,8 +159,12 @@ def run(
         exit_outside_window=exit_outside_window,
     )
     stop = threading.Event()
-    with _reporter(log_file, json_log) as reporter, _stop_on_signals(stop):
-        summary = run_campaign(loaded, options, reporter=reporter, stop=stop)
+    from batch.progress import open_reporter
+
+    with open_reporter(log_file, json_log, console) as reporter, _stop_on_signals(stop):
+        summary = run_campaign(
+            loaded, options, settings=_settings(loaded), reporter=reporter, stop=stop
+        )
     _print_run(summary, job, loaded.period.label if loaded.period else period)
     sys.exit(summary.exit_code)
 
@@ -201,15 +214,17 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
     """Bring sent recipients' statuses (delivered, read, bounced…) into JOB's ledger."""
     from datetime import UTC
 
+    from batch.client import build_client
     from batch.track import console_reporter
     from batch.track import track as track_campaign
 
     loaded = _load(job, period)
     deadline = until.replace(tzinfo=UTC) if until is not None else None
     stop = threading.Event()
-    with _stop_on_signals(stop):
+    with _stop_on_signals(stop), build_client(_settings(loaded), loaded, stop=stop) as api:
         summary = track_campaign(
             loaded,
+            client=api,
             watch=watch,
             until=deadline,
             interval=interval,
@@ -229,8 +244,11 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
 def certificates(job: Path, period: str | None) -> None:
     """Download JOB's certificates of delivery and reading, verified against their hashes."""
     from batch.certificates import download_certificates
+    from batch.client import build_client
 
-    summary = download_certificates(_load(job, period))
+    loaded = _load(job, period)
+    with build_client(_settings(loaded), loaded, stop=threading.Event()) as api:
+        summary = download_certificates(loaded, client=api)
     _out().print(
         f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}"
     )
@@ -335,9 +353,19 @@ def schedule(job: Path, period: str | None, count: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8025, show_default=True, help="Port (0 picks a free one).")
 @click.option("--token", default=None, help="The token clients must send (default: random).")
-@click.option("--rate", default="10/60", show_default=True, help="Requests per window: N/SECONDS.")
+@click.option(
+    "--rate",
+    default=f"{REQUESTS_PER_WINDOW}/{WINDOW_SECONDS:g}",
+    show_default=True,
+    help="Requests per window: N/SECONDS.",
+)
 @click.option("--credits", default=1_000_000, show_default=True, help="E-mail/SMS credits.")
-@click.option("--max-recipients", default=10, show_default=True, help="Recipients per send.")
+@click.option(
+    "--max-recipients",
+    default=MAX_RECIPIENTS_PER_REQUEST,
+    show_default=True,
+    help="Recipients per send.",
+)
 @click.option(
     "--fault-rate",
     default="",
@@ -419,7 +447,7 @@ def demo(job: Path) -> None:
     """Run an example job against an in-process sandbox (10 requests per second)."""
     from batch.demo import run_demo
 
-    summary = run_demo(job)
+    summary = run_demo(job, Settings.from_env())
     _print_run(summary, job, None)
 
 
@@ -445,28 +473,6 @@ def _print_run(summary: Any, job: Path, period: str | None) -> None:
             f"where the API allows; see `lmbatch status {job}{suffix}`, and settle the rest with "
             f"`lmbatch resolve {job} KEY --sent|--not-sent` after checking the LegallyMail panel"
         )
-
-
-class _reporter:
-    """The progress display: a bar on a terminal, log lines otherwise."""
-
-    def __init__(self, log_file: Path | None, as_json: bool) -> None:
-        self.log_file, self.as_json = log_file, as_json
-        self.stream: Any = None
-
-    def __enter__(self) -> Any:
-        from batch.progress import LineReporter, RichReporter
-
-        if self.log_file is not None:
-            self.stream = open(self.log_file, "a", encoding="utf-8")
-            return LineReporter(self.stream, as_json=self.as_json)
-        if self.as_json or not sys.stderr.isatty():
-            return LineReporter(as_json=self.as_json)
-        return RichReporter(console)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.stream is not None:
-            self.stream.close()
 
 
 class _stop_on_signals:

@@ -22,6 +22,7 @@ is scrubbed from every message this module builds.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,11 +49,21 @@ from batch.errors import (
     RateLimited,
     Unreachable,
 )
-from batch.pacing import RateLimiter
+from batch.jobmodel import Job
+from batch.limits import LISTING_LIMIT
+from batch.pacing import HostLimiter, RateLimiter, StopClock
+from batch.settings import Settings
 
-__all__ = ["LegallyMailClient", "RequestEvent"]
+__all__ = [
+    "CONNECT_TIMEOUT",
+    "LegallyMailClient",
+    "RequestEvent",
+    "base_url",
+    "build_client",
+    "build_client_from_env",
+]
 
-_MAX_LIST = 25  # the API's max_limit for /api/emails and /api/signatures
+CONNECT_TIMEOUT = 10.0
 _SNIPPET = 200  # characters of an unexpected body quoted in an error
 
 
@@ -112,7 +123,7 @@ class LegallyMailClient:
         limiter: RateLimiter,
         transport: httpx.BaseTransport | None = None,
         timeout: float = 30.0,
-        connect_timeout: float = 10.0,
+        connect_timeout: float = CONNECT_TIMEOUT,
         attempts: int = 5,
         max_backoff: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
@@ -184,7 +195,7 @@ class LegallyMailClient:
         """GET /api/info: account, plan and remaining credits."""
         return dict(self._call("GET", "/api/info"))
 
-    def list_emails(self, limit: int = _MAX_LIST) -> list[dict[str, Any]]:
+    def list_emails(self, limit: int = LISTING_LIMIT) -> list[dict[str, Any]]:
         """GET /api/emails: the last `limit` (1..25) e-mails sent."""
         params = {"limit": _check_list_limit(limit)}
         return _objects(self._call("GET", "/api/emails", params=params), "emails")
@@ -199,7 +210,7 @@ class LegallyMailClient:
         """GET /api/sms: one SMS's status."""
         return _object(self._call("GET", "/api/sms", params={"uuid": uuid}), "data")
 
-    def signatures(self, limit: int = _MAX_LIST) -> list[dict[str, Any]]:
+    def signatures(self, limit: int = LISTING_LIMIT) -> list[dict[str, Any]]:
         """GET /api/signatures: the last `limit` (1..25) signature requests."""
         params = {"limit": _check_list_limit(limit)}
         return _objects(self._call("GET", "/api/signatures", params=params), "data")
@@ -377,6 +388,58 @@ class LegallyMailClient:
         return text.replace(self._token, "***")
 
 
+def base_url(settings: Settings, job: Job) -> str:
+    """The API's base URL: the settings' override (LEGALLYMAIL_BASE_URL) beats the job file."""
+    return settings.base_url or job.spec.api.base_url
+
+
+def build_client(
+    settings: Settings,
+    job: Job,
+    *,
+    stop: threading.Event,
+    window_seconds: float | None = None,
+    on_request: Callable[[RequestEvent], None] | None = None,
+) -> LegallyMailClient:
+    """A client for the job's API, paced by the host-wide limiter; its waits end on `stop`.
+
+    `window_seconds` overrides the job's rate window (the demo scales it down).
+    """
+    token = settings.require_token()
+    url = base_url(settings, job)
+    limits = job.spec.limits
+    clock = StopClock(stop)
+    limiter: RateLimiter = HostLimiter(
+        limits.requests_per_window,
+        window_seconds or limits.window_seconds,
+        key=(urlsplit(url).netloc or "api").replace(":", "_"),
+        state_dir=settings.state_dir,
+        clock=clock,
+        # A request's worst case (connect, write, read) before a hung process stops counting.
+        request_timeout=CONNECT_TIMEOUT + 2 * job.spec.api.timeout_seconds,
+    )
+    return LegallyMailClient(
+        url,
+        token,
+        limiter=limiter,
+        timeout=job.spec.api.timeout_seconds,
+        connect_timeout=CONNECT_TIMEOUT,
+        attempts=job.spec.retry.attempts,
+        max_backoff=job.spec.retry.max_backoff_seconds,
+        sleep=clock.sleep,
+        on_request=on_request,
+    )
+
+
+def build_client_from_env(job: Job, *, stop: threading.Event, **options: Any) -> LegallyMailClient:
+    """`build_client` with settings read from the process's environment now.
+
+    For library callers handed neither a client nor settings (and the tests that point lmbatch
+    at a sandbox through the environment); the CLI reads the environment once and passes both.
+    """
+    return build_client(Settings.from_env(job.spec.api.token_env), job, stop=stop, **options)
+
+
 def _in_doubt_hint(endpoint: str) -> str:
     if endpoint.startswith("POST"):
         return "the request may have been processed; lmbatch checks before any retry"
@@ -390,8 +453,8 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 def _check_list_limit(limit: int) -> int:
-    if not 1 <= limit <= _MAX_LIST:
-        raise ValueError(f"limit must be within 1..{_MAX_LIST}, got {limit}")
+    if not 1 <= limit <= LISTING_LIMIT:
+        raise ValueError(f"limit must be within 1..{LISTING_LIMIT}, got {limit}")
     return limit
 
 

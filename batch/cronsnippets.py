@@ -19,7 +19,7 @@ from pathlib import Path
 from croniter import croniter
 
 from batch.firings import firing_crons, schedule_warnings, send_window
-from batch.jobfile import Job, ScheduleSpec
+from batch.jobmodel import Job, ScheduleSpec
 from batch.schedule import load_zone, next_fire_times, parse_cron
 
 _SYSTEMD_WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")

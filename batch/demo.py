@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from batch.jobfile import Job, load_job
 from batch.progress import RichReporter
 from batch.runner import RunOptions, RunSummary, run
 from batch.sandbox import SandboxConfig, running_sandbox
+from batch.settings import Settings
 
 DEMO_RATE = (10, 1.0)  # the real limit is 10 per 60 s; the demo scales the window down
 
@@ -27,29 +25,19 @@ def demo_job(job_path: Path) -> Job:
     return dataclasses.replace(job, spec=job.spec.model_copy(update={"output": str(folder)}))
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def run_demo(job_path: Path, settings: Settings | None = None) -> RunSummary:
+    """Start a sandbox, point the job at it, send, and return the summary.
 
-
-def run_demo(job_path: Path) -> RunSummary:
-    """Start a sandbox, point the job at it, send, and return the summary."""
+    The sandbox's URL and token replace those of `settings` (the limiter's state folder is
+    kept, so a demo and a real run on one host still share its budget file).
+    """
     limit, window = DEMO_RATE
     config = SandboxConfig(rate_limit=limit, rate_window=window, delivered_after=1, read_after=3)
     job = demo_job(job_path)
-    with (
-        running_sandbox(config) as sandbox,
-        _environment(
-            {"LEGALLYMAIL_BASE_URL": sandbox.base_url, job.spec.api.token_env: sandbox.token}
-        ),
-    ):
-        return run(job, RunOptions(window_seconds=window), reporter=RichReporter())
+    with running_sandbox(config) as sandbox:
+        pointed = dataclasses.replace(
+            settings or Settings(), base_url=sandbox.base_url, token=sandbox.token
+        )
+        return run(
+            job, RunOptions(window_seconds=window), settings=pointed, reporter=RichReporter()
+        )

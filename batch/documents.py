@@ -51,8 +51,9 @@ from urllib.request import url2pathname
 import jinja2
 from jinja2.exceptions import SecurityError
 
+from batch.certificates import safe_name
 from batch.errors import InputError, RowError, WorkPending
-from batch.files import safe_name, write_atomic
+from batch.files import write_atomic
 
 FOLDER = "documents"
 SIGNATURE_LIMIT = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB

@@ -44,12 +44,12 @@ import jinja2
 import polars as pl
 
 from batch.certificates import FOLDER as CERTIFICATES
-from batch.certificates import certificate_file
+from batch.certificates import certificate_file, safe_name
 from batch.channels import channel_for
 from batch.documents import FOLDER as DOCUMENTS
 from batch.documents import sha256_file
 from batch.errors import BatchError, InputError
-from batch.files import fsync_dir, safe_name
+from batch.files import fsync_dir
 from batch.jobmodel import Job
 from batch.ledger import read_ledger
 from batch.templating import make_environments
@@ -197,7 +197,7 @@ def _recipient(
 ) -> _Recipient:
     key = str(row["key"])
     data = _json(row.get("channel_data"))
-    address = row.get("address", row.get("email"))
+    address = row.get("address") or row.get("email")
     status = str(row.get("status") or "")
     cells = {
         "key": key,

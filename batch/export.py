@@ -39,7 +39,7 @@ from batch.channels import channel_for
 from batch.dataset import read_dataset
 from batch.errors import BatchError
 from batch.files import fsync_dir
-from batch.jobfile import Job
+from batch.jobmodel import Job
 from batch.ledger import FAILED
 from batch.report import ledger_frame
 

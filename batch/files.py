@@ -1,27 +1,18 @@
-"""Atomic, durable file writes: a reader sees the old file or the new one, never half of one."""
+"""Atomic, durable file writes: a reader sees the old file or the new one, never half of one.
+
+The one implementation of "temp file, fsync, rename, fsync the folder" in lmbatch:
+`write_atomic` for bytes in hand, `atomic_path` for writers that want a path of their own
+(polars' `write_parquet`/`sink_parquet`, a PDF renderer).
+"""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
-import re
+from collections.abc import Iterator
 from pathlib import Path
 
 from batch.errors import BatchError
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-_MAX_STEM = 100  # file systems allow 255 bytes; leave room for the suffixes
-
-
-def safe_name(key: str) -> str:
-    """`key` as a file-name stem: safe characters only, unique per key.
-
-    Certificates and generated documents are stored under it.
-    """
-    clean = _UNSAFE.sub("_", key)[:_MAX_STEM]
-    if clean != key or clean.startswith("."):
-        clean = f"{clean.lstrip('.')}~{hashlib.sha256(key.encode()).hexdigest()[:8]}"
-    return clean
 
 
 def fsync_dir(folder: Path) -> None:
@@ -33,20 +24,44 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Flush `path`'s data to disk (a writer that closed it may have left it in the cache)."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path, *, temp: Path | None = None) -> Iterator[Path]:
+    """Yield a temporary path to write; on a clean exit it becomes `path` atomically, durably.
+
+    The temp file is fsync'd, renamed over `path` and the folder fsync'd; if the body raises,
+    the temp file is removed and `path` is left as it was. `temp` names the temporary file
+    where a crash's leftover must be recognisable. OSErrors of the rename and the fsyncs
+    propagate as they are (callers wrap them in their own located error).
+    """
+    tmp = temp or path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield tmp
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(path.parent)
+
+
 def write_atomic(path: Path, data: bytes, *, temp: Path | None = None) -> None:
     """Temp file, fsync, rename, fsync the folder; BatchError naming the file on failure.
 
     `temp` names the temporary file where a crash's leftover must be recognisable.
     """
-    tmp = temp or path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
+        with atomic_path(path, temp=temp) as tmp, open(tmp, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
         raise BatchError(f"{path}: cannot write: {err.strerror or err}") from err

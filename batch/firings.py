@@ -30,7 +30,7 @@ from itertools import pairwise
 
 from croniter import croniter
 
-from batch.jobfile import ScheduleSpec
+from batch.jobmodel import ScheduleSpec
 from batch.schedule import (
     as_utc,
     cron_walls,

@@ -8,10 +8,11 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from batch.errors import LockHeld
+from batch.timeutil import utcnow
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,6 @@ def _read_owner(fd: int) -> LockOwner | None:
         return LockOwner(None, "", "")
 
 
-def _now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 class CampaignLock:
     """One run per campaign: an exclusive flock on `path`, which records its owner.
 
@@ -57,7 +54,7 @@ class CampaignLock:
     would let a waiter lock the unlinked file while a newcomer locks a new one.
     """
 
-    def __init__(self, path: Path, *, clock: Callable[[], datetime] = _now_utc) -> None:
+    def __init__(self, path: Path, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.path = path
         self.clock = clock
         self.stale_previous: LockOwner | None = None

@@ -39,12 +39,11 @@ from batch import errors
 
 __all__ = [
     "Clock",
-    "FakeClock",
     "HostLimiter",
     "RateLimiter",
     "SlidingWindowLimiter",
+    "StopClock",
     "SystemClock",
-    "default_state_dir",
 ]
 
 
@@ -74,30 +73,6 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
-
-
-class FakeClock:
-    """A clock that moves only when told to; every requested sleep is kept in `sleeps`."""
-
-    def __init__(self, start: float = 0.0) -> None:
-        self._now = start
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        """The fake current time."""
-        return self._now
-
-    def sleep(self, seconds: float) -> None:
-        """Record the wait and jump forward by it."""
-        self.sleeps.append(seconds)
-        self._now += max(0.0, seconds)
-
-    def advance(self, seconds: float) -> None:
-        """Let time pass without anyone sleeping (e.g. the duration of a request)."""
-        self._now += seconds
-
-    def __repr__(self) -> str:
-        return f"FakeClock(now={self._now})"
 
 
 class RateLimiter(Protocol):
@@ -224,15 +199,6 @@ _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 _GRACE = 1.0  # a waiter this late past its planned wake-up loses its place until it returns
 
 
-def default_state_dir() -> Path:
-    """$LMBATCH_STATE_DIR, else $XDG_STATE_HOME/lmbatch, else ~/.local/state/lmbatch."""
-    if explicit := os.environ.get("LMBATCH_STATE_DIR"):
-        return Path(explicit)
-    if xdg := os.environ.get("XDG_STATE_HOME"):
-        return Path(xdg) / "lmbatch"
-    return Path.home() / ".local" / "state" / "lmbatch"
-
-
 def _boot_id() -> str:
     # Monotonic time restarts at boot: state written before a reboot means nothing now.
     try:
@@ -316,7 +282,7 @@ class HostLimiter:
         window: float,
         *,
         key: str,
-        state_dir: Path | None = None,
+        state_dir: Path,
         clock: Clock | None = None,
         request_timeout: float = 120.0,
     ) -> None:
@@ -331,9 +297,8 @@ class HostLimiter:
         # process that hangs (or a pid we cannot check) must not block the others forever.
         self.request_timeout = request_timeout
         self.requests = 0
-        directory = state_dir if state_dir is not None else default_state_dir()
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.path = directory / f"ratelimit-{safe_key}.json"
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = state_dir / f"ratelimit-{safe_key}.json"
         self._boot = _boot_id()
         self._poll = min(self.window / 10, 0.1)
 
@@ -477,10 +442,15 @@ class HostLimiter:
 
 
 class StopClock:
-    """The real clock, whose waits end early (with WorkPending) once a stop is asked."""
+    """The real clock, whose waits end early (with WorkPending) once a stop is asked.
 
-    def __init__(self, stop: threading.Event) -> None:
+    The one stop-aware sleep: pacing, the send window and tracking's passes all wait through
+    it, so Ctrl-C ends any wait at once and says what was being waited for.
+    """
+
+    def __init__(self, stop: threading.Event, reason: str = "interrupted while waiting") -> None:
         self._stop = stop
+        self._reason = reason
 
     def now(self) -> float:
         """Monotonic seconds."""
@@ -489,4 +459,4 @@ class StopClock:
     def sleep(self, seconds: float) -> None:
         """Wait, unless a stop comes first."""
         if self._stop.wait(max(0.0, seconds)):
-            raise errors.WorkPending("interrupted while waiting")
+            raise errors.WorkPending(self._reason)

@@ -46,7 +46,7 @@ class Plan:
         for keys, addresses, names, content_hash in rows:
             yield Batch(
                 tuple(
-                    Entry(key=k, email=a, name=n or "", content_hash=content_hash)
+                    Entry(key=k, address=a, name=n or "", content_hash=content_hash)
                     for k, a, n in zip(keys, addresses, names, strict=True)
                 )
             )

@@ -1,12 +1,17 @@
-"""Progress for people (a rich bar with counts and ETA) and for cron (plain or JSON lines)."""
+"""Progress for people (a rich bar with counts and ETA) and for cron (plain or JSON lines).
+
+The display reads the run's counters (batch.stats.RunStats); it never changes them.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import IO, Protocol
 
 from rich.console import Console, Group
@@ -14,32 +19,17 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from batch.plan import eta_seconds
+from batch.stats import RunStats
+from batch.timeutil import utcnow
 
-
-@dataclass
-class RunStats:
-    """Live counters for the progress display."""
-
-    recipients: int = 0
-    requests_planned: int = 0
-    requests_done: int = 0
-    sent: int = 0
-    failed: int = 0
-    retrying: int = 0
-    in_doubt: int = 0
-    api_calls: int = 0
-    rate_limited: int = 0
-    window_used: int = 0  # requests (of every process on the host) counting in the window now
-    per_window: int = 10
-    window: float = 60.0
-    started: float = field(default_factory=time.monotonic)
-
-    @property
-    def eta_seconds(self) -> float:
-        """Time the remaining requests need at the full rate."""
-        left = self.requests_planned - self.requests_done
-        return eta_seconds(left, per_window=self.per_window, window=self.window)
+__all__ = [
+    "LineReporter",
+    "NullReporter",
+    "Reporter",
+    "RichReporter",
+    "RunStats",
+    "open_reporter",
+]
 
 
 class Reporter(Protocol):
@@ -145,7 +135,7 @@ class LineReporter:
         self._last = 0.0
 
     def _emit(self, event: str, **fields: object) -> None:
-        stamp = datetime.now(UTC).isoformat(timespec="seconds")
+        stamp = utcnow().isoformat(timespec="seconds")
         if self.as_json:
             line = json.dumps({"time": stamp, "event": event, **fields}, default=str)
         else:
@@ -183,3 +173,15 @@ class LineReporter:
     def stop(self) -> None:
         """Log the end."""
         self._emit("stop")
+
+
+@contextmanager
+def open_reporter(log_file: Path | None, as_json: bool, console: Console) -> Iterator[Reporter]:
+    """The display for `lmbatch run`: a bar on a terminal, log lines otherwise (or to a file)."""
+    if log_file is not None:
+        with open(log_file, "a", encoding="utf-8") as stream:
+            yield LineReporter(stream, as_json=as_json)
+    elif as_json or not sys.stderr.isatty():
+        yield LineReporter(as_json=as_json)
+    else:
+        yield RichReporter(console)

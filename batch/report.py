@@ -61,7 +61,7 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
             counts[str(status_name)] = int(n)
         rows = ledger.filter(pl.col("status").is_in([*PROBLEMS, IN_DOUBT]))
         for key, email, status_name, why in rows.select(
-            "key", "email", "status", "error_details"
+            "key", "address", "status", "error_details"
         ).iter_rows():
             item = (str(key), str(email or ""), str(why or status_name))
             (in_doubt if status_name == IN_DOUBT else failures).append(item)

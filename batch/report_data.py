@@ -20,11 +20,10 @@ import polars as pl
 
 from batch.answers import UNTRACKED, json_object, utc
 from batch.attachments import recorded_documents
-from batch.certificates import FOLDER
+from batch.certificates import FOLDER, safe_name
 from batch.channels import CHANNELS, channel_for
 from batch.channels.base import Evidence
 from batch.documents import FOLDER as DOCUMENTS
-from batch.files import safe_name
 from batch.jobmodel import Job
 from batch.ledger import FAILED, IN_DOUBT, PENDING, SENT, SKIPPED, read_ledger
 
@@ -153,7 +152,7 @@ def campaign_report(job: Job, *, now: datetime | None = None) -> CampaignReport:
             problems.append(
                 {
                     "key": row["key"],
-                    "email": row.get("email") or "",
+                    "email": row.get("address") or "",
                     "status": row["status"],
                     "reason": _failure(row),
                     "error_status": row.get("error_status") or "",
@@ -183,7 +182,7 @@ def campaign_report(job: Job, *, now: datetime | None = None) -> CampaignReport:
                 Recipient(
                     key=str(row["key"]),
                     name=str(row.get("name") or ""),
-                    address=str(row.get("email") or ""),
+                    address=str(row.get("address") or ""),
                     status=str(row["status"]),
                     sent_at=utc(row["sent_at"]) if row.get("sent_at") else None,
                     evidence=evidence,

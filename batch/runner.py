@@ -9,29 +9,29 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
 
 import polars as pl
 
 from batch import errors
-from batch.client import LegallyMailClient
+from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
 from batch.dataset import read_dataset
-from batch.jobfile import Job
+from batch.jobmodel import Job
 from batch.ledger import IN_DOUBT, PENDING, Ledger, read_ledger, unsettled
 from batch.lock import CampaignLock
-from batch.pacing import HostLimiter, RateLimiter, StopClock
+from batch.pacing import StopClock
 from batch.plan import group
-from batch.progress import NullReporter, Reporter, RunStats
+from batch.progress import NullReporter, Reporter
 from batch.render import Scan, scan
 from batch.sender import RunOptions, Sender, grouping
+from batch.settings import Settings
+from batch.stats import RunStats
+from batch.timeutil import utcnow
 
 __all__ = ["NullReporter", "Reporter", "RunOptions", "RunStats", "RunSummary", "run", "validate"]
 
 MIN_FREE_BYTES = 16 * 1024 * 1024
-CONNECT_TIMEOUT = 10.0
 
 
 @dataclass
@@ -60,55 +60,6 @@ class RunSummary:
         if self.dry_run:
             return errors.EXIT_OK
         return errors.EXIT_PENDING if self.remaining or self.stopped else errors.EXIT_OK
-
-
-def api_token(job: Job) -> str:
-    """The API token, from the environment only."""
-    name = job.spec.api.token_env
-    token = os.environ.get(name, "").strip()
-    if not token:
-        raise errors.AuthError(
-            f"no API token: the environment variable {name} is not set",
-            hint=f"export {name}=... (the token from your LegallyMail panel)",
-        )
-    return token
-
-
-def base_url(job: Job) -> str:
-    """The API's base URL: LEGALLYMAIL_BASE_URL overrides the job file."""
-    return os.environ.get("LEGALLYMAIL_BASE_URL") or job.spec.api.base_url
-
-
-def build_client(
-    job: Job,
-    *,
-    stop: threading.Event,
-    window_seconds: float | None = None,
-    on_request: Callable[[Any], None] | None = None,
-) -> LegallyMailClient:
-    """A client for the job's API, paced by the host-wide limiter."""
-    url = base_url(job)
-    limits = job.spec.limits
-    clock = StopClock(stop)
-    limiter: RateLimiter = HostLimiter(
-        limits.requests_per_window,
-        window_seconds or limits.window_seconds,
-        key=(urlsplit(url).netloc or "api").replace(":", "_"),
-        clock=clock,
-        # A request's worst case (connect, write, read) before a hung process stops counting.
-        request_timeout=CONNECT_TIMEOUT + 2 * job.spec.api.timeout_seconds,
-    )
-    return LegallyMailClient(
-        url,
-        api_token(job),
-        limiter=limiter,
-        timeout=job.spec.api.timeout_seconds,
-        connect_timeout=CONNECT_TIMEOUT,
-        attempts=job.spec.retry.attempts,
-        max_backoff=job.spec.retry.max_backoff_seconds,
-        sleep=clock.sleep,
-        on_request=on_request,
-    )
 
 
 def check_writable(folder: Path) -> None:
@@ -144,6 +95,7 @@ def run(
     job: Job,
     options: RunOptions | None = None,
     *,
+    settings: Settings | None = None,
     client: LegallyMailClient | None = None,
     reporter: Reporter | None = None,
     stop: threading.Event | None = None,
@@ -152,8 +104,11 @@ def run(
 ) -> RunSummary:
     """Send what the ledger says is left, within the limits, recording every step.
 
+    The client is `client`, else built from `settings` (the CLI passes the settings it read
+    from the environment), else from the environment as it is now (library callers).
     `wall_clock` and `sleep` drive the send-window waits (tests pass fakes); pacing has its
-    own clock inside the client's limiter.
+    own clock inside the client's limiter. The run owns its counters (`RunStats`): the send
+    loop advances them, the reporter reads them, the summary returns them.
     """
     options = options or RunOptions()
     reporter = reporter or NullReporter()
@@ -170,27 +125,38 @@ def run(
         return _dry_run(job, result, stats)
     check_writable(job.output_dir)
 
-    def on_request(event: Any) -> None:
-        stats.api_calls += 1
-        if getattr(event, "status", None) == 429:
-            stats.rate_limited += 1
+    def on_request(event: RequestEvent) -> None:
+        stats.count_request(event.status)
         reporter.update(stats)
 
     lock = CampaignLock(job.output_dir / "run.lock")
     with (
         lock,
         # The sender checkpoints while the rate limit makes it wait; these are a safety net.
-        Ledger.open(job.output_dir, checkpoint_every=2000, checkpoint_seconds=600) as ledger,
-        _client(job, client, stop, options, on_request) as api,
+        Ledger.open(
+            job.output_dir,
+            checkpoint_every=2000,
+            checkpoint_seconds=600,
+            channel=job.spec.channel,
+        ) as ledger,
+        _client(job, client, settings, stop, options, on_request) as api,
     ):
         if lock.stale_previous is not None:  # unattended, this is the only sign of a crash
             reporter.note(
                 f"the previous run ({lock.stale_previous}) ended without releasing the lock; "
                 "its sends in doubt are looked up before anything new"
             )
-        sender = Sender(job, api, ledger, frame, stats, reporter, stop)
-        sender.wall_clock = wall_clock or (lambda: datetime.now(UTC))
-        sender.wait = sleep or StopClock(stop).sleep
+        sender = Sender(
+            job,
+            api,
+            ledger,
+            frame,
+            stats,
+            reporter,
+            stop,
+            wall_clock=wall_clock or utcnow,
+            wait=sleep or StopClock(stop).sleep,
+        )
         stopped = sender.go(result, options)
         counts = ledger.counts()
     reporter.stop()
@@ -209,15 +175,19 @@ def run(
 def _client(
     job: Job,
     given: LegallyMailClient | None,
+    settings: Settings | None,
     stop: threading.Event,
     options: RunOptions,
-    on_request: Callable[[Any], None],
+    on_request: Callable[[RequestEvent], None],
 ) -> Iterator[LegallyMailClient]:
     if given is not None:
         yield given
         return
-    built = build_client(
-        job, stop=stop, window_seconds=options.window_seconds, on_request=on_request
+    window = options.window_seconds
+    built = (
+        build_client(settings, job, stop=stop, window_seconds=window, on_request=on_request)
+        if settings is not None
+        else build_client_from_env(job, stop=stop, window_seconds=window, on_request=on_request)
     )
     try:
         yield built

@@ -32,9 +32,10 @@ from batch.jobmodel import Job
 from batch.ledger import FAILED, PENDING, SENT, SKIPPED, Entry, Ledger
 from batch.pacing import StopClock
 from batch.plan import Batch, Plan, group
-from batch.progress import Reporter, RunStats
+from batch.progress import Reporter
 from batch.render import Scan, render_keys
 from batch.settle import Settler
+from batch.stats import RunStats
 from batch.window import SendWindow
 
 
@@ -81,7 +82,7 @@ class Sender:
         self.stats, self.reporter, self.stop = stats, reporter, stop
         self.channel = channel_for(job.spec)
         self.settler = Settler(job, self.channel, api, ledger, frame, stats, reporter)
-        self.anchor: str | None = newest_parent(ledger.frame())
+        self.anchor: str | None = newest_parent(ledger.frame("parent_tracking_id", "sent_at"))
         self.anchor_checked = self.anchor is not None or not self.channel.anchored
         self.wall_clock: Callable[[], datetime] = wall_clock or (lambda: datetime.now(UTC))
         self.wait: Callable[[float], None] = wait or StopClock(stop).sleep
@@ -125,9 +126,7 @@ class Sender:
 
     def _plan(self, result: Scan) -> Plan:
         todo = self.ledger.plan(result.ok)
-        self.ledger.queue(
-            todo.select("key", pl.col("address").alias("email"), "name", "content_hash")
-        )
+        self.ledger.queue(todo.select("key", "address", "name", "content_hash"))
         batches = group(
             todo,
             max_recipients=self.job.spec.limits.max_recipients_per_request,
@@ -149,11 +148,13 @@ class Sender:
         for err in result.errors:
             if err.key:
                 reasons.setdefault(err.key, []).append(f"{err.field}: {err.message}")
-        settled = set(self.ledger.frame().filter(pl.col("status") != PENDING)["key"].to_list())
+        settled = set(
+            self.ledger.frame("status").filter(pl.col("status") != PENDING)["key"].to_list()
+        )
         for key, why in reasons.items():
             if key not in settled:
                 self.ledger.skip(
-                    [Entry(key=key, email="", name="", content_hash="")], "; ".join(why)
+                    [Entry(key=key, address="", name="", content_hash="")], "; ".join(why)
                 )
 
     def _check_credits(self, needed: int, allow_partial: bool) -> None:

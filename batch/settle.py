@@ -21,9 +21,10 @@ from batch.client import LegallyMailClient
 from batch.jobmodel import Job
 from batch.ledger import FAILED, IN_DOUBT, SENT, Entry, Ledger
 from batch.plan import Batch
-from batch.progress import Reporter, RunStats
+from batch.progress import Reporter
 from batch.reconcile import MISSING_FROM_ANSWER, Finding, Probe, Verdict, reconcile_in_send
 from batch.render import render_keys
+from batch.stats import RunStats
 
 
 class Settler:
@@ -50,8 +51,8 @@ class Settler:
             return newest
         for request_id, rows in doubtful.group_by("request_id", maintain_order=True):
             entries = [
-                Entry(key=k, email=e, name=n or "", content_hash=h)
-                for k, e, n, h in rows.select("key", "email", "name", "content_hash").iter_rows()
+                Entry(key=k, address=e, name=n or "", content_hash=h)
+                for k, e, n, h in rows.select("key", "address", "name", "content_hash").iter_rows()
             ]
             # The newest send known when the intent was written travels in its request id.
             anchor = anchor_in(str(request_id[0]))
@@ -110,7 +111,7 @@ class Settler:
         anchor: str | None,
         parent: str | None = None,
     ) -> Finding:
-        addresses = tuple(e.email or "" for e in batch.entries)
+        addresses = tuple(e.address or "" for e in batch.entries)
         if parent is not None:
             probe = Probe(addresses, tuple(batch.keys), "", None)
             return reconcile_in_send(self.api, probe, tracking_id=parent)
@@ -125,7 +126,7 @@ class Settler:
         return self.channel.look_up(self.api, probe, content, self._known_ids())
 
     def _known_ids(self) -> set[str]:
-        whole = self.ledger.frame()
+        whole = self.ledger.frame("tracking_id", "parent_tracking_id")
         ids = pl.concat([whole["tracking_id"], whole["parent_tracking_id"]]).drop_nulls()
         return set(ids.to_list())
 

@@ -44,9 +44,9 @@ from batch import errors
 from batch.answers import UNTRACKED, Row
 from batch.channels import CHANNELS, channel_for
 from batch.client import LegallyMailClient
+from batch.client import build_client_from_env as build_client
 from batch.jobmodel import Job
 from batch.ledger import Ledger, utcnow
-from batch.runner import build_client
 from batch.tracker import DEFAULT_DEADLINE, Tracker, TrackSummary
 
 __all__ = [

@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from batch.errors import JobFileError
-from batch.jobfile import SendWindowSpec
+from batch.jobmodel import SendWindowSpec
 from batch.schedule import as_utc, instant, load_zone
 
 _DAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")

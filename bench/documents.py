@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from batch.documents import DocumentRenderer, DocumentTask, render_many  # noqa: E402
 from batch.jobfile import template_dirs  # noqa: E402
-from batch.render import make_environments  # noqa: E402
+from batch.templating import make_environments  # noqa: E402
 
 TEMPLATE = "letters/demand.html"
 

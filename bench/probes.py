@@ -23,9 +23,10 @@ import polars as pl
 from batch.jobfile import load_job
 from batch.ledger import Entry, Ledger, Outcome
 from batch.plan import Batch
-from batch.progress import NullReporter, RunStats
+from batch.progress import NullReporter
 from batch.render import Scan
 from batch.sender import RunOptions, Sender
+from batch.stats import RunStats
 
 
 class _Api:
@@ -79,7 +80,7 @@ def journal(folder: str, sends: int) -> dict[str, Any]:
     keys = [f"K{i:06d}" for i in range(max(sends, 10_000))]
     costs: list[float] = []
     with Ledger.open(Path(folder)) as ledger:
-        ledger.queue(pl.DataFrame({"key": keys, "email": [f"{k}@example.com" for k in keys]}))
+        ledger.queue(pl.DataFrame({"key": keys, "address": [f"{k}@example.com" for k in keys]}))
         started = time.perf_counter()
         for i, key in enumerate(keys[:sends]):
             before = time.perf_counter()

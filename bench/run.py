@@ -32,6 +32,7 @@ import polars as pl
 
 from batch.dataset import read_dataset
 from batch.jobfile import load_job
+from batch.ledger.history import marker_path
 from batch.sandbox import SandboxConfig, running_sandbox
 
 BENCH = Path(__file__).resolve().parent
@@ -152,7 +153,7 @@ def _send_job(rows: int, campaign: str, window: float, *, same: bool = False) ->
         html="same.html" if same else gen_data.TEMPLATE.name,
         subject="New office hours from 1 March 2026" if same else gen_data.SUBJECT,
     )
-    shutil.rmtree(DATA / "output" / campaign, ignore_errors=True)
+    _forget(DATA / "output" / campaign)
     return job
 
 
@@ -292,6 +293,15 @@ def read(reps: int) -> list[Figure]:
 # --- ledger -------------------------------------------------------------------------------
 
 
+def _forget(folder: Path) -> None:
+    """Delete a bench campaign for good: its folder and the marker its ledger keeps beside it.
+
+    (A ledger refuses to start again from nothing while its marker remembers a history.)
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    marker_path(folder).unlink(missing_ok=True)
+
+
 def _plan_inputs() -> tuple[Path, Path, Path]:
     """A 1M-row scan summary and a 900k-row ledger of sent rows (built once)."""
     folder = DATA / "plan"
@@ -299,7 +309,7 @@ def _plan_inputs() -> tuple[Path, Path, Path]:
     job = gen_data.validate_job(gen_data.dataset(1_000_000))
     if scan.exists() and (ledger / "ledger.parquet").exists():
         return job, scan, ledger
-    shutil.rmtree(folder, ignore_errors=True)
+    _forget(folder)
     folder.mkdir(parents=True)
     digest = pl.col("id").hash(7).cast(pl.String).str.zfill(20)
     summary = pl.read_csv(gen_data.dataset(1_000_000), infer_schema=False).select(
@@ -313,19 +323,16 @@ def _plan_inputs() -> tuple[Path, Path, Path]:
     summary.write_parquet(scan)
     from batch.ledger import Ledger  # the bench builds the ledger the way a run would
 
-    with Ledger.open(ledger) as opened:
-        opened.queue(
-            summary.head(900_000).select(
-                "key", pl.col("address").alias("email"), "name", "content_hash"
-            )
-        )
+    with Ledger.open(ledger, channel="email") as opened:
+        opened.queue(summary.head(900_000).select("key", "address", "name", "content_hash"))
     sent = pl.read_parquet(ledger / "ledger.parquet").with_columns(
         status=pl.lit("sent"),
         attempts=pl.lit(1, pl.Int32),
         tracking_id=pl.lit("t-") + pl.col("key"),
         sent_at=pl.col("queued_at"),
     )
-    sent.write_parquet(ledger / "ledger.parquet")  # as if all 900k had been sent
+    written = pl.read_parquet_metadata(ledger / "ledger.parquet")  # keep the write id: ours
+    sent.write_parquet(ledger / "ledger.parquet", metadata=written)  # as if all 900k were sent
     return job, scan, ledger
 
 
@@ -335,7 +342,7 @@ def plan(reps: int) -> list[Figure]:
     seconds, rss, closing = [], [], []
     for rep in range(reps):
         folder = DATA / "plan" / f"run-{rep}"
-        shutil.rmtree(folder, ignore_errors=True)
+        _forget(folder)
         shutil.copytree(template, folder)
         out = json.loads(measure(_py("probes.py", "plan", job, scan, folder)).stdout)
         if out["todo"] != 100_000 or out["first"] != ["C-900000"]:
@@ -343,13 +350,20 @@ def plan(reps: int) -> list[Figure]:
         seconds.append(out["seconds"])
         rss.append(out["decision_rss_mb"])
         closing.append(out["peak_rss_mb"])
-        shutil.rmtree(folder)
+        _forget(folder)
     value = (
         f"{_median(seconds):.2f} s, {max(rss):,.0f} MB peak RSS to the decision "
-        f"({max(closing):,.0f} MB with the checkpoint on close)"
+        f"({max(closing):,.0f} MB with the checkpoint on close); before the lazy ledger: "
+        f"{PLAN_BEFORE}"
     )
-    met = _median(seconds) < 1 and max(rss) < 500
-    return [Figure("resume planning (1M vs 900k)", value, "< 1 s, < 500 MB", met, "--only plan")]
+    met = _median(seconds) < 1 and max(rss) < 500 and max(closing) < 800
+    target = "< 1 s, < 500 MB; close < 800 MB"
+    return [Figure("resume planning (1M vs 900k)", value, target, met, "--only plan")]
+
+
+# The same probe on the ledger that held the whole frame in memory (commit 3fdb83e), measured
+# on this machine on 2026-11-30, unloaded: printed beside today's figure (bench/README.md).
+PLAN_BEFORE = "0.62 s, 850 MB, 1,494 MB on close"
 
 
 def durability(reps: int) -> list[Figure]:
@@ -357,11 +371,11 @@ def durability(reps: int) -> list[Figure]:
     medians, means = [], []
     for rep in range(reps):
         folder = DATA / "journal" / f"run-{rep}"
-        shutil.rmtree(folder, ignore_errors=True)
+        _forget(folder)
         out = json.loads(measure(_py("probes.py", "journal", folder, 1000)).stdout)
         medians.append(out["median_ms"])
         means.append(out["mean_ms"])
-        shutil.rmtree(folder)
+        _forget(folder)
     value = f"{_median(medians):.2f} ms median, {_median(means):.2f} ms with checkpoints"
     met = _median(medians) < 5 and _median(means) < 5
     return [Figure("ledger durability per send", value, "< 5 ms median", met, "--only durability")]

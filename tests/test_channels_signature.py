@@ -102,7 +102,7 @@ def test_signature_campaign_runs_tracks_and_downloads(world: World) -> None:
     assert len(accepted) == 10
     assert {e["tracking_id"] for e in accepted} == {r["tracking_id"] for r in rows.values()}
     carla = rows["C-1003"]
-    assert carla["email"] == "carla.sanchez@example.com"
+    assert carla["address"] == "carla.sanchez@example.com"
     data = json.loads(str(carla["channel_data"]))
     assert data["status_at_send"] == "pending" and data["document_name"] == "Contrato C-1003.pdf"
     assert data["signers"] == [
@@ -152,7 +152,7 @@ def test_signature_in_doubt_is_found_in_the_listing_not_sent_again(world: World)
     assert len(accepted) == 4, "a lost answer must be looked up, not sent again"
     rows = by_key(job)
     assert {e["tracking_id"] for e in accepted} == {r["tracking_id"] for r in rows.values()}
-    assert {e["recipient"] for e in accepted} == {r["email"] for r in rows.values()}
+    assert {e["recipient"] for e in accepted} == {r["address"] for r in rows.values()}
 
 
 def test_a_late_request_that_never_took_effect_is_proven_absent(world: World) -> None:

@@ -87,11 +87,11 @@ def test_sms_campaign_runs_tracks_and_reports(world: World) -> None:
     rows = by_key(job)
     accepted = world.log("sms")
     assert sorted(str(e["recipient"]) for e in accepted) == sorted(
-        str(r["email"]) for r in rows.values()
+        str(r["address"]) for r in rows.values()
     )
     assert {e["tracking_id"] for e in accepted} == {r["tracking_id"] for r in rows.values()}
     first = rows["C-1001"]
-    assert first["email"] == "+34653464097"
+    assert first["address"] == "+34653464097"
     assert json.loads(str(first["channel_data"])) == {
         "status_at_send": "sent",
         "credits_deducted": 1,
@@ -103,7 +103,7 @@ def test_sms_campaign_runs_tracks_and_reports(world: World) -> None:
     tracked = track(job)
     assert tracked.counts == {"delivered": 29, "failed": 1} and tracked.open == 0
     rows = by_key(job)
-    assert rows["C-1007"]["status"] == "failed" and rows["C-1007"]["email"] == "+34600000000"
+    assert rows["C-1007"]["status"] == "failed" and rows["C-1007"]["address"] == "+34600000000"
     assert rows["C-1001"]["final"] is True and rows["C-1001"]["delivered_at"] is not None
 
     got = download_certificates(job)

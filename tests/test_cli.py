@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import click
 import polars as pl
 import pytest
 from click.testing import CliRunner, Result
+from helpers import recipients_accepted, wait_for
 
 from batch import cli
 from batch.cli import main
@@ -84,11 +84,6 @@ def lmbatch(*args: str | Path) -> Result:
     return result
 
 
-def accepted(sandbox: RunningSandbox) -> list[str]:
-    """Recipients the sandbox accepted, oldest first."""
-    return [str(entry["recipient"]) for entry in sandbox.state.log()]
-
-
 # ---------------------------------------------------------------- every command is documented
 
 COMMANDS = sorted(main.commands)
@@ -142,7 +137,7 @@ def test_run_exits_0_when_done(api: RunningSandbox, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "campaign cli: 3 sent" in result.stdout
     assert "resume" not in result.output
-    assert accepted(api) == addresses(3)
+    assert recipients_accepted(api) == addresses(3)
 
 
 def test_a_refused_token_exits_1_without_echoing_it(
@@ -153,7 +148,7 @@ def test_a_refused_token_exits_1_without_echoing_it(
     assert result.exit_code == 1
     assert "error:" in result.stderr and "hint:" in result.stderr
     assert "wrong-token-5d2b" not in result.output
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
 
 
 def test_validate_a_broken_job_exits_2_naming_file_line_and_key(tmp_path: Path) -> None:
@@ -178,7 +173,7 @@ def test_validate_a_good_job_exits_0_and_sends_nothing(api: RunningSandbox, tmp_
     result = lmbatch("validate", write_job(tmp_path, addresses(4)))
     assert result.exit_code == 0
     assert "ok: 4 row(s) valid; 4 to send in 4 request(s)" in result.stdout
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
 
 
 def test_credits_short_exits_3_with_a_hint(api: RunningSandbox, tmp_path: Path) -> None:
@@ -186,7 +181,7 @@ def test_credits_short_exits_3_with_a_hint(api: RunningSandbox, tmp_path: Path) 
     result = lmbatch("run", write_job(tmp_path, addresses(5)))
     assert result.exit_code == 3
     assert "2 e-mail credits" in result.stderr and "--allow-partial" in result.stderr
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
 
 
 def test_a_held_lock_exits_4_naming_the_holder(api: RunningSandbox, tmp_path: Path) -> None:
@@ -196,18 +191,11 @@ def test_a_held_lock_exits_4_naming_the_holder(api: RunningSandbox, tmp_path: Pa
     assert result.exit_code == 4
     assert "this campaign is already running" in result.stderr
     assert f"pid {os.getpid()}" in result.stderr
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
     assert lmbatch("run", job).exit_code == 0  # released: the next run goes ahead
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
+@pytest.mark.slow  # a child process interrupted mid-run
 def test_sigint_finishes_the_request_in_flight_exits_3_and_resumes(
     api: RunningSandbox, tmp_path: Path
 ) -> None:
@@ -218,7 +206,7 @@ def test_sigint_finishes_the_request_in_flight_exits_3_and_resumes(
         command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
     ) as proc:  # fmt: skip
-        _wait_for(lambda: len(accepted(api)) >= 5, "the first sends")
+        wait_for(lambda: len(recipients_accepted(api)) >= 5, "the first sends")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     assert TOKEN not in out + err
@@ -227,9 +215,9 @@ def test_sigint_finishes_the_request_in_flight_exits_3_and_resumes(
     assert f"resume with: lmbatch run {job}" in out
 
     ledger = read_ledger(tmp_path / "out" / "cli")
-    sent = ledger.filter(pl.col("status") == "sent")["email"].to_list()
+    sent = ledger.filter(pl.col("status") == "sent")["address"].to_list()
     assert set(ledger["status"]) == {"sent", "pending"}  # nothing in flight was left in doubt
-    assert sorted(sent) == sorted(accepted(api))
+    assert sorted(sent) == sorted(recipients_accepted(api))
     assert 5 <= len(sent) < 40
 
     again = subprocess.run(
@@ -237,7 +225,7 @@ def test_sigint_finishes_the_request_in_flight_exits_3_and_resumes(
     )
     assert again.returncode == 0, again.stdout + again.stderr
     assert TOKEN not in again.stdout + again.stderr
-    assert sorted(accepted(api)) == sorted(addresses(40))  # everyone, nobody twice
+    assert sorted(recipients_accepted(api)) == sorted(addresses(40))  # everyone, nobody twice
     assert read_ledger(tmp_path / "out" / "cli")["status"].to_list() == ["sent"] * 40
 
 
@@ -283,12 +271,12 @@ def test_export_failed_then_retry_failed_resends_only_the_fixed_rows(
     fixed = [e.replace("fail-", "fixed-") for e in emails]
     write_job(tmp_path, fixed)
     assert lmbatch("run", job).stdout.startswith("campaign cli: 2 failed, 2 sent")  # no flag
-    before = len(accepted(api))
+    before = len(recipients_accepted(api))
 
     result = lmbatch("run", job, "--retry-failed")
 
     assert result.exit_code == 0
-    assert accepted(api)[before:] == ["fixed-b@example.com", "fixed-d@example.com"]
+    assert recipients_accepted(api)[before:] == ["fixed-b@example.com", "fixed-d@example.com"]
     assert read_ledger(tmp_path / "out" / "cli")["status"].to_list() == ["sent"] * 4
 
 
@@ -296,7 +284,7 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(api: RunningSandbox, tmp_pat
     result = lmbatch("run", write_job(tmp_path, addresses(3)), "--dry-run")
     assert result.exit_code == 0
     assert "would send cli: 3 pending" in result.stdout
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
     assert api.state.request_count() == 0
     assert not (tmp_path / "out" / "cli" / "ledger.parquet").exists()
 

@@ -21,8 +21,8 @@ from batch.errors import (
     RateLimited,
     Unreachable,
 )
-from batch.pacing import FakeClock, SlidingWindowLimiter
-from batch.sandbox import RunningSandbox
+from batch.pacing import SlidingWindowLimiter
+from batch.sandbox import FakeClock, RunningSandbox
 
 SandboxFactory = Callable[..., RunningSandbox]
 

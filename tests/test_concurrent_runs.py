@@ -10,17 +10,22 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from test_crash import DEADLINE, child_env, start_run
-from test_exactly_once import (
+import pytest
+from helpers import (
+    DEADLINE,
     WINDOW,
     accepted,
     assert_exactly_once,
+    child_env,
     email_campaign,
     fault_sandbox,
     figures,
+    start_run,
 )
 
 from batch.sandbox import running_sandbox
+
+pytestmark = pytest.mark.slow  # end to end: child processes against a sandbox
 
 LIMIT = 10
 

@@ -15,11 +15,9 @@ agree exactly as in test_exactly_once.
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -29,11 +27,13 @@ from urllib.parse import urlsplit
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from test_exactly_once import (
+from helpers import (
+    DEADLINE,
     WINDOW,
     Campaign,
     accepted,
     assert_exactly_once,
+    child_env,
     email_campaign,
     fault_sandbox,
     figures,
@@ -42,6 +42,7 @@ from test_exactly_once import (
     resolve_by_hand,
     signature_campaign,
     sms_campaign,
+    start_run,
 )
 
 from batch import errors
@@ -49,35 +50,10 @@ from batch.cli import main
 from batch.pacing import HostLimiter
 from batch.sandbox import RunningSandbox, running_sandbox
 
-REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # end to end: child processes killed and resumed
+
 SEND_PATH = {"email": "/api/send", "sms": "/api/sms/send", "signature": "/api/signature/send"}
 STAT = {"email": "emails", "sms": "sms", "signature": "signatures"}
-DEADLINE = 60.0  # seconds any one wait may take before the test gives up
-
-
-def child_env(sandbox: RunningSandbox, state_dir: Path) -> dict[str, str]:
-    """The child's environment: the sandbox's URL and token, a limiter state of its own."""
-    env = dict(os.environ)
-    env.update(
-        LEGALLYMAIL_BASE_URL=sandbox.base_url,
-        LEGALLYMAIL_TOKEN=sandbox.token,
-        LMBATCH_STATE_DIR=str(state_dir),
-    )
-    return env
-
-
-def start_run(campaign: Campaign, env: dict[str, str], logs: Path) -> subprocess.Popen[bytes]:
-    """`python -m batch run JOB` in the background, its output in `logs`."""
-    logs.mkdir(parents=True, exist_ok=True)
-    number = len(list(logs.iterdir()))
-    with open(logs / f"run-{number}.out", "wb") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "batch", "run", str(campaign.job_path)],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def wait_until(condition: Callable[[], bool], child: subprocess.Popen[bytes] | None = None) -> bool:
@@ -311,7 +287,7 @@ def test_credits_running_out_mid_run_stop_cleanly_and_resume(tmp_path: Path) -> 
         assert by_status.get("pending", 0) > 0
         # What the sandbox took is exactly what the ledger calls sent or failed.
         took = {str(e["recipient"]).lower() for e in accepted(sandbox, campaign)}
-        settled = ledger_of(campaign).filter(pl.col("status") != "pending")["email"]
+        settled = ledger_of(campaign).filter(pl.col("status") != "pending")["address"]
         assert {a.lower() for a in settled.to_list()} == took
 
         sandbox.state.set_credits(1000)
@@ -335,7 +311,7 @@ def test_a_crash_before_the_first_request_left_is_settled_on_a_busy_account(
         env = child_env(sandbox, tmp_path / "state")
         monkeypatch.setenv("LMBATCH_STATE_DIR", env["LMBATCH_STATE_DIR"])
         key = urlsplit(sandbox.base_url).netloc.replace(":", "_")
-        busy = HostLimiter(10, WINDOW, key=key)
+        busy = HostLimiter(10, WINDOW, key=key, state_dir=tmp_path / "state")
         logs = tmp_path / "logs"
         with ExitStack() as held:
             for _ in range(8):  # another process's requests in flight: 2 slots left

@@ -12,16 +12,17 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_crash import child_env, crash_repeatedly, finish
-from test_exactly_once import (
+from helpers import (
     WINDOW,
     Campaign,
     Recipient,
     accepted,
     assert_exactly_once,
+    child_env,
     fault_sandbox,
     ledger_of,
 )
+from test_crash import crash_repeatedly, finish
 
 from batch import errors
 from batch.documents import sha256_file
@@ -29,6 +30,7 @@ from batch.jobfile import load_job
 from batch.sandbox import running_sandbox
 
 REPO = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.slow  # end to end: child processes killed and resumed
 LETTER = """<!DOCTYPE html><html lang="es"><head><meta charset="utf-8">
 <link rel="stylesheet" href="letters/letter.css"></head><body>
 <h1>Requerimiento de pago</h1><p>{{ name }}: {{ amount|money("EUR") }}</p></body></html>
@@ -82,7 +84,7 @@ def test_killed_runs_and_a_resume_send_each_generated_letter_once(
         out = load_job(campaign.job_path).output_dir
         sent = {str(e["recipient"]): e for e in accepted(sandbox, campaign)}
         for row in ledger_of(campaign).iter_rows(named=True):
-            letter = sent[row["email"]]["attachments"][0]  # type: ignore[index]
+            letter = sent[row["address"]]["attachments"][0]  # type: ignore[index]
             name = f"Requerimiento {row['key']}.pdf"
             assert json.loads(row["documents"]) == [{"name": name, "sha256": letter["sha256"]}]
             assert sha256_file(out / "documents" / row["key"] / name) == letter["sha256"]

@@ -20,11 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from batch.certificates import certificate_file
+from batch.certificates import certificate_file, safe_name
 from batch.documents import document_path
 from batch.errors import InputError
 from batch.evidence import build_evidence
-from batch.files import safe_name
 from batch.ledger import SCHEMA
 
 CAMPAIGN = "demand-2026"
@@ -72,7 +71,7 @@ class Campaign:
 
     def row(self, key: str, status: str, **fields: Any) -> None:
         self.rows.append(
-            {"key": key, "email": f"{key.lower()}@example.com", "name": f"Name {key}"}
+            {"key": key, "address": f"{key.lower()}@example.com", "name": f"Name {key}"}
             | {"status": status}
             | fields
         )
@@ -261,8 +260,8 @@ def test_the_manifest_has_one_row_per_recipient(campaign: Campaign) -> None:
     assert "no certificate known yet" in e5["missing"]
 
 
-def test_the_manifest_accepts_an_address_column(campaign: Campaign) -> None:
-    frame = campaign.frame().rename({"email": "address"})
+def test_the_manifest_accepts_a_legacy_email_column(campaign: Campaign) -> None:
+    frame = campaign.frame().rename({"address": "email"})
     zip_path = build_evidence(
         campaign.out,
         campaign=CAMPAIGN,

@@ -221,12 +221,12 @@ def test_failed_rows_export_follows_the_same_rules(tmp_path: Path) -> None:
     assert [row[note] for row in read_xlsx(path)[1:]] == [(c, "s") for c in CELLS[:3]]
 
 
-def test_a_ledger_calling_the_column_address_exports_the_same(
+def test_a_ledger_calling_the_column_email_exports_the_same(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job = write_job(tmp_path, "sms")
     before = read_csv(export(job, "csv", tmp_path / "before.csv"))
-    renamed = batch.export.ledger_frame(job).rename({"email": "address"})
+    renamed = batch.export.ledger_frame(job).rename({"address": "email"})
     monkeypatch.setattr(batch.export, "ledger_frame", lambda _job: renamed)
     after = read_csv(export(job, "csv", tmp_path / "after.csv"))
     assert after == before

@@ -7,7 +7,7 @@ import multiprocessing
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import batch.journal as journal_module
-import batch.ledger as ledger_module
+import batch.ledger.core as ledger_module
+import batch.ledger.files as journal_module
 from batch.errors import LedgerError
 from batch.ledger import (
     FAILED,
     IN_DOUBT,
     JOURNAL_NAME,
+    PARQUET_NAME,
     PENDING,
     SCHEMA,
     SENT,
@@ -33,19 +34,17 @@ from batch.ledger import (
     Outcome,
     read_ledger,
 )
+from batch.ledger.files import parquet_seq
+from batch.ledger.history import marker_path
+from batch.sandbox.clock import FakeClock
 
 T0 = datetime(2025, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)
 
 
-class FakeClock:
-    """Advances a little more than a millisecond per reading, so every stamp is distinct."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        self.now += timedelta(microseconds=1001)
-        return self.now
+def ledger_clock(clock: FakeClock | None = None) -> Callable[[], datetime]:
+    """The shared fake clock as the ledger reads it; a little over a millisecond per reading,
+    so every stamp is distinct."""
+    return (clock or FakeClock(T0.timestamp(), tick=0.001001)).utc
 
 
 def entry(key: str) -> Entry:
@@ -56,7 +55,7 @@ def rows(*keys: str) -> pl.DataFrame:
     return pl.DataFrame(
         {
             "key": list(keys),
-            "email": [f"{k}@example.com" for k in keys],
+            "address": [f"{k}@example.com" for k in keys],
             "name": [k.upper() for k in keys],
             "content_hash": ["h1"] * len(keys),
         }
@@ -67,7 +66,23 @@ def crash(ledger: Ledger) -> None:
     """Drop the ledger the way a killed process does: no checkpoint, fds just go away."""
     os.close(ledger._journal_fd)
     os.close(ledger._lock_fd)
+    ledger._marker.close()
     ledger._closed = True
+
+
+def tear_last_line(folder: Path, keep: int) -> None:
+    """Cut the journal's last line to its first `keep` bytes, as a crash during its write does.
+
+    That write was never acknowledged, so the campaign's marker (written after the fsync)
+    never counted it: the marker goes back to the line before, as the crash would have left it.
+    """
+    journal = folder / JOURNAL_NAME
+    data = journal.read_bytes()
+    start = data.rfind(b"\n", 0, len(data) - 1) + 1
+    journal.write_bytes(data[: start + keep])
+    complete = data[:start].splitlines()
+    seq = json.loads(complete[-1])["seq"] if complete else (parquet_seq(folder / PARQUET_NAME) or 0)
+    marker_path(folder).write_text(json.dumps({"seq": seq}))
 
 
 def journal_lines(folder: Path) -> list[bytes]:
@@ -84,7 +99,7 @@ def open_ledger(folder: Path) -> Iterator[Callable[..., Ledger]]:
     opened: list[Ledger] = []
 
     def make(**options: Any) -> Ledger:
-        options.setdefault("clock", FakeClock())
+        options.setdefault("clock", ledger_clock())
         ledger = Ledger.open(folder, **options)
         opened.append(ledger)
         return ledger
@@ -200,7 +215,7 @@ def test_fail_skip_and_requeue(open_ledger: Callable[..., Ledger]) -> None:
     ledger.skip([Entry("c", "", "", "")], "still invalid")  # blanks keep what is known
     c = ledger.get("c")
     assert c is not None
-    assert (c["email"], c["error_details"]) == ("c@example.com", "still invalid")
+    assert (c["address"], c["error_details"]) == ("c@example.com", "still invalid")
     ledger.requeue(["a", "b", "c", "zzz"])
     assert ledger.counts() == {SENT: 1, PENDING: 2}
 
@@ -262,7 +277,8 @@ def test_journal_line_format(open_ledger: Callable[..., Ledger], folder: Path) -
     ledger.intent("r1", [entry("a")])
     (line,) = journal_lines(folder)
     event = json.loads(line)
-    assert (event["v"], event["type"], event["request_id"]) == (1, "intent", "r1")
+    assert (event["v"], event["type"], event["request_id"]) == (2, "intent", "r1")
+    assert event["rows"]["a"]["address"] == "a@example.com"  # v2: the address is `address`
     assert datetime.fromisoformat(event["at"]["$dt"]).tzinfo is not None
     assert event["rows"]["a"]["attempts"] == 1  # an absolute value: replay is idempotent
 
@@ -270,8 +286,8 @@ def test_journal_line_format(open_ledger: Callable[..., Ledger], folder: Path) -
 def test_checkpoints_every_n_events_and_every_t_seconds(
     open_ledger: Callable[..., Ledger], folder: Path
 ) -> None:
-    clock = FakeClock()
-    ledger = open_ledger(checkpoint_every=3, checkpoint_seconds=60, clock=clock)
+    clock = FakeClock(T0.timestamp(), tick=0.001001)
+    ledger = open_ledger(checkpoint_every=3, checkpoint_seconds=60, clock=clock.utc)
     ledger.fail(["a"], "x")
     ledger.fail(["b"], "x")
     assert len(journal_lines(folder)) == 2
@@ -279,7 +295,7 @@ def test_checkpoints_every_n_events_and_every_t_seconds(
     assert journal_lines(folder) == []
     assert pl.read_parquet(ledger.path).height == 3
     ledger.fail(["d"], "x")
-    clock.now += timedelta(seconds=61)
+    clock.advance(61)
     ledger.fail(["e"], "x")
     assert journal_lines(folder) == []
     assert pl.read_parquet(ledger.path).height == 5
@@ -292,8 +308,7 @@ def test_torn_last_line_is_dropped_and_cut_before_the_next_append(
     ledger.fail(["a"], "x")
     ledger.fail(["b"], "x")
     crash(ledger)
-    journal = folder / JOURNAL_NAME
-    journal.write_bytes(journal.read_bytes()[:-7])
+    tear_last_line(folder, len(journal_lines(folder)[-1]) - 6)
 
     again = open_ledger()
     assert again.frame()["key"].to_list() == ["a"]
@@ -479,16 +494,16 @@ def test_queue_waits_for_the_next_checkpoint_and_writes_once(
     ledger = open_ledger()
     ledger.intent("r1", [entry("K0000007")])
     writes: list[int] = []
-    real_write = journal_module.write_parquet
+    real_write = journal_module.sink
 
-    def counting_write(frame: pl.DataFrame, path: Path) -> str:
-        writes.append(frame.height)
-        return real_write(frame, path)
+    def counting_write(frame: pl.LazyFrame, path: Path, *, seq: int) -> str:
+        writes.append(frame.select(pl.len()).collect().item())
+        return real_write(frame, path, seq=seq)
 
-    monkeypatch.setattr(journal_module, "write_parquet", counting_write)
-    n = 1_000_000
+    monkeypatch.setattr(journal_module, "sink", counting_write)
+    n = 10_000
     many = pl.select(key=pl.format("K{}", pl.int_range(n).cast(pl.String).str.zfill(7)))
-    ledger.queue(many.with_columns(email=pl.lit("x@example.com"), content_hash=pl.lit("h")))
+    ledger.queue(many.with_columns(address=pl.lit("x@example.com"), content_hash=pl.lit("h")))
 
     assert writes == []  # nothing written before the first send
     assert ledger.counts() == {PENDING: n - 1, IN_DOUBT: 1}  # yet the ledger sees them
@@ -606,7 +621,7 @@ def test_any_history_survives_reopening(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "c"
         journal = folder / JOURNAL_NAME
-        ledger = Ledger.open(folder, checkpoint_every=every, clock=FakeClock())
+        ledger = Ledger.open(folder, checkpoint_every=every, clock=ledger_clock())
         ledger.queue(rows(*initial))
         before_last_line = ledger.frame()
         for number, (op, arg) in enumerate(ops):
@@ -630,7 +645,7 @@ def test_any_history_survives_reopening(
         if ending == "torn" and data_bytes:
             start = data_bytes.rfind(b"\n", 0, len(data_bytes) - 1) + 1
             cut = data.draw(st.integers(start, len(data_bytes) - 1), label="cut")
-            journal.write_bytes(data_bytes[:cut])
+            tear_last_line(folder, cut - start)
             expected = before_last_line
 
         if ending != "close":
@@ -642,7 +657,7 @@ def test_any_history_survives_reopening(
             assert lost["attempts"].to_list() == [0] * lost.height
             expected = expected.join(lost.select("key"), on="key", how="anti")
         assert read_ledger(folder).equals(expected)
-        with Ledger.open(folder, clock=FakeClock()) as again:
+        with Ledger.open(folder, clock=ledger_clock()) as again:
             assert again.frame().equals(expected)
         assert pl.read_parquet(folder / "ledger.parquet").equals(expected)
         assert pq.read_table(folder / "ledger.parquet").num_rows == expected.height

@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from datetime import UTC, datetime
 from itertools import count
 from pathlib import Path
 
@@ -17,16 +18,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from batch import pacing
+from batch import errors, pacing
 from batch.pacing import (
-    FakeClock,
     HostLimiter,
     RateLimiter,
     SlidingWindowLimiter,
+    StopClock,
     SystemClock,
-    default_state_dir,
 )
-from batch.sandbox import RunningSandbox
+from batch.sandbox import FakeClock, RunningSandbox
 
 Limiter = SlidingWindowLimiter | HostLimiter
 _keys = count()
@@ -56,7 +56,7 @@ def run(limiter: Limiter, clock: FakeClock, durations: list[float]) -> list[tupl
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(0.0)
 
 
 @pytest.fixture
@@ -103,16 +103,50 @@ def test_fake_clock_moves_only_when_told_and_records_sleeps() -> None:
     assert clock.sleeps == [2.0]
 
 
-def test_system_clock_is_monotonic() -> None:
+def test_the_one_fake_clock_reads_as_seconds_and_as_utc_and_can_tick() -> None:
+    clock = FakeClock(1_700_000_000.0)
+    assert clock() == clock.now() == 1_700_000_000.0  # the sandbox's and the limiters' view
+    assert clock.utc() == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)  # the ledger's
+    with pytest.raises(ValueError):
+        clock.advance(-1.0)
+    ticking = FakeClock(0.0, tick=0.25)
+    assert [ticking.now() for _ in range(3)] == [0.0, 0.25, 0.5]  # every stamp distinct
+    assert ticking.sleeps == []
+
+
+def test_system_clock_reads_the_monotonic_clock_every_process_shares() -> None:
+    # HostLimiter compares times written by other processes: they must come from one clock.
     clock = SystemClock()
-    first = clock.now()
-    clock.sleep(0)
-    assert clock.now() >= first
+    before = time.monotonic()
+    now = clock.now()
+    assert before <= now <= time.monotonic()
+    clock.sleep(-1.0)  # a wait already over: no error (time.sleep would raise), no wait
+    clock.sleep(0.02)
+    assert clock.now() - now >= 0.02
 
 
-def test_both_limiters_satisfy_the_protocol(host: Callable[..., HostLimiter]) -> None:
-    limiters: list[RateLimiter] = [SlidingWindowLimiter(1, 1.0), host()]
-    assert all(lim.requests == 0 for lim in limiters)
+def test_stop_clock_ends_a_wait_once_a_stop_is_asked_and_says_what_it_waited_for() -> None:
+    stop = threading.Event()
+    stop.set()
+    started = time.monotonic()
+    with pytest.raises(errors.WorkPending, match="waiting for the next pass"):
+        StopClock(stop, "interrupted while waiting for the next pass").sleep(60.0)
+    assert time.monotonic() - started < 30.0  # it did not sit out the minute
+    StopClock(threading.Event()).sleep(0.0)  # no stop: a zero wait just returns
+
+
+def test_both_limiters_keep_the_rate_limiter_protocol(
+    host: Callable[..., HostLimiter], clock: FakeClock
+) -> None:
+    limiters: list[RateLimiter] = [SlidingWindowLimiter(2, 10.0, clock), host(2, 10.0)]
+    for limiter in limiters:
+        slot: AbstractContextManager[None] = limiter.slot()
+        with slot:
+            assert limiter.used() == 1  # in flight: it counts
+        assert limiter.requests == 1
+        assert limiter.next_free_in() == 0.0  # one of two slots left
+        limiter.penalize()
+        assert limiter.next_free_in() == pytest.approx(10.0)
 
 
 @pytest.mark.parametrize(("limit", "window"), [(0, 1.0), (1, 0.0), (1, -1.0), (1, float("inf"))])
@@ -231,19 +265,6 @@ def test_threads_sharing_one_limiter_stay_within_the_limit() -> None:
 
 
 # --- one host ---------------------------------------------------------------------------------
-
-
-def test_state_dir_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("LMBATCH_STATE_DIR", raising=False)
-    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_state_dir() == tmp_path / ".local/state/lmbatch"
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
-    assert default_state_dir() == tmp_path / "xdg/lmbatch"
-    monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "explicit"))
-    assert default_state_dir() == tmp_path / "explicit"
-    limiter = HostLimiter(1, 1.0, key="legallymail.com")
-    assert limiter.path == tmp_path / "explicit/ratelimit-legallymail.com.json"
 
 
 def test_keys_are_made_safe_as_file_names(tmp_path: Path) -> None:
@@ -469,6 +490,7 @@ def two_processes(tmp_path: Path) -> Iterator[TwoProcesses]:
             proc.wait()
 
 
+@pytest.mark.slow  # two child processes, real time
 @pytest.mark.parametrize("against", ["stand-in requests", "the sandbox"])
 def test_two_processes_share_the_limit_fully_and_fairly(
     two_processes: TwoProcesses, sandbox_factory: Callable[..., RunningSandbox], against: str
@@ -497,11 +519,3 @@ def test_two_processes_share_the_limit_fully_and_fairly(
 
     # Fair turns: neither process waits for the other to finish its whole run.
     assert abs(first[-1][0] - second[-1][0]) <= 2 * window
-
-
-def test_host_limiter_accepts_the_rate_limiter_protocol(host: Callable[..., HostLimiter]) -> None:
-    limiter: RateLimiter = host()
-    slot: AbstractContextManager[None] = limiter.slot()
-    with slot:
-        pass
-    assert limiter.requests == 1

@@ -73,7 +73,7 @@ def test_grouping_invariants(
     for batch in batches:
         assert 1 <= len(batch.entries) <= limit
         assert len({e.content_hash for e in batch.entries}) == 1
-        assert len({e.email.lower() for e in batch.entries}) == len(batch.entries)
+        assert len({e.address.lower() for e in batch.entries}) == len(batch.entries)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from batch.ledger import Entry, Ledger, Outcome, read_ledger
 from batch.runner import NullReporter, RunOptions, RunStats, run
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 from batch.sender import Sender
+from batch.settings import Settings
 
 WINDOW = 1.0  # 10 requests per second: the real limit, scaled 60×
 
@@ -115,6 +116,24 @@ def test_personal_campaign_is_sent_once_and_recorded(api: RunningSandbox, tmp_pa
     assert busiest_window(api, WINDOW) <= 10  # sends and look-ups alike, as the server saw them
 
 
+def test_the_settings_given_steer_the_run_not_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Everything in the environment points elsewhere: only the settings passed down count.
+    monkeypatch.setenv("LEGALLYMAIL_TOKEN", "env-token")
+    monkeypatch.setenv("LEGALLYMAIL_BASE_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("LMBATCH_STATE_DIR", str(tmp_path / "env-state"))
+    job = load_job(write_job(tmp_path, people(3)))
+    with running_sandbox(SandboxConfig(rate_limit=10, rate_window=WINDOW)) as sandbox:
+        settings = Settings(sandbox.token, base_url=sandbox.base_url, state_dir=tmp_path / "s")
+        summary = run(job, settings=settings)
+        assert summary.counts == {"sent": 3}
+        assert len(sandbox.state.log()) == 3
+    assert summary.stats.api_calls >= 2  # the info call and the send, counted by the run
+    assert list((tmp_path / "s").glob("ratelimit-*.json"))
+    assert not (tmp_path / "env-state").exists()
+
+
 def test_identical_messages_share_requests(api: RunningSandbox, tmp_path: Path) -> None:
     job = load_job(write_job(tmp_path, people(25), body="<p>Same for all</p>", subject="Hello"))
     summary = run(job)
@@ -153,6 +172,7 @@ def test_resume_after_stop_sends_nothing_twice(api: RunningSandbox, tmp_path: Pa
     assert_exactly_once(api, ledger)
 
 
+@pytest.mark.slow  # faults over loopback, several runs
 def test_lost_answers_are_reconciled_not_resent(api: RunningSandbox, tmp_path: Path) -> None:
     api.state.faults.set({"lost_response": 0.3}, seed=7)
     rows = people(40)
@@ -167,6 +187,7 @@ def test_lost_answers_are_reconciled_not_resent(api: RunningSandbox, tmp_path: P
     assert (ledger["status"] == "sent").sum() == 40
 
 
+@pytest.mark.slow  # faults over loopback, retries
 def test_server_errors_before_commit_are_retried(api: RunningSandbox, tmp_path: Path) -> None:
     api.state.faults.set({"error_500": 0.3}, seed=3)
     job = load_job(write_job(tmp_path, people(20)))

@@ -12,7 +12,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from click.testing import CliRunner
+from helpers import recipients_accepted, wait_for
 
 from batch import errors
 from batch.cli import main
@@ -123,11 +123,6 @@ def api(
         yield sandbox
 
 
-def accepted(sandbox: RunningSandbox) -> list[str]:
-    """Recipients the sandbox accepted, oldest first."""
-    return [str(entry["recipient"]) for entry in sandbox.state.log()]
-
-
 def tenants(*indexes: int) -> list[str]:
     return [f"tenant{i}@example.com" for i in indexes]
 
@@ -151,7 +146,7 @@ def test_a_run_outside_the_window_waits_until_it_opens(api: RunningSandbox, tmp_
     job = load_job(write_job(tmp_path, 3), now=saturday)
     clock = WallClock(saturday)
     sent_while_waiting: list[list[str]] = []
-    clock.on_sleep = lambda: sent_while_waiting.append(accepted(api))
+    clock.on_sleep = lambda: sent_while_waiting.append(recipients_accepted(api))
     clerk = Clerk(clock)
 
     summary = send(job, clock, clerk)
@@ -162,7 +157,7 @@ def test_a_run_outside_the_window_waits_until_it_opens(api: RunningSandbox, tmp_
     assert clerk.sent_at == [MONDAY_OPEN] * 3
     assert any("waiting until Mon 2026-11-09 09:00 CET" in n for n in clerk.notes)
     assert summary.exit_code == 0
-    assert accepted(api) == tenants(0, 1, 2)
+    assert recipients_accepted(api) == tenants(0, 1, 2)
 
 
 def test_a_campaign_crossing_the_window_end_pauses_and_resumes_in_place(
@@ -172,7 +167,7 @@ def test_a_campaign_crossing_the_window_end_pauses_and_resumes_in_place(
     job = load_job(write_job(tmp_path, 12), now=start)
     clock = WallClock(start)
     sent_while_waiting: list[list[str]] = []
-    clock.on_sleep = lambda: sent_while_waiting.append(accepted(api))
+    clock.on_sleep = lambda: sent_while_waiting.append(recipients_accepted(api))
     clerk = Clerk(clock, step=60)
 
     summary = send(job, clock, clerk)
@@ -182,7 +177,7 @@ def test_a_campaign_crossing_the_window_end_pauses_and_resumes_in_place(
     assert sent_while_waiting == [tenants(*range(5))]
     assert all(at < FRIDAY_CLOSE for at in clerk.sent_at[:5])
     assert all(at >= MONDAY_OPEN for at in clerk.sent_at[5:])
-    assert accepted(api) == tenants(*range(12))  # everyone once, in order: no place lost
+    assert recipients_accepted(api) == tenants(*range(12))  # everyone once, in order: no place lost
     assert summary.exit_code == 0
     assert read_ledger(job.output_dir)["status"].to_list() == ["sent"] * 12
 
@@ -201,7 +196,7 @@ def test_exit_outside_window_leaves_at_once_when_closed_at_start(
     assert summary.closed_at_start
     assert summary.stopped and "opens next at Mon 2026-11-09 09:00 CET" in summary.stopped
     assert clock.sleeps == []
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
     assert summary.counts == {"pending": 3}
 
 
@@ -219,14 +214,14 @@ def test_exit_outside_window_mid_run_exits_3_and_the_next_window_finishes(
     assert first.stopped and "outside the send window" in first.stopped
     assert first.counts == {"sent": 2, "pending": 4}
     assert clock.sleeps == []
-    assert accepted(api) == tenants(0, 1)
+    assert recipients_accepted(api) == tenants(0, 1)
 
     monday = WallClock(MONDAY_OPEN)
     second = send(load_job(path, now=MONDAY_OPEN), monday, Clerk(monday), exit_outside_window=True)
 
     assert second.exit_code == errors.EXIT_OK
     assert second.counts == {"sent": 6}
-    assert accepted(api) == tenants(*range(6))
+    assert recipients_accepted(api) == tenants(*range(6))
 
 
 def test_a_stop_while_waiting_for_the_window_exits_3_with_nothing_lost(
@@ -249,7 +244,7 @@ def test_a_stop_while_waiting_for_the_window_exits_3_with_nothing_lost(
     assert summary.exit_code == errors.EXIT_PENDING
     assert summary.stopped == "interrupted while waiting"
     assert summary.counts == {"pending": 3}
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
 
 
 # ---------------------------------------------------------------- periods
@@ -268,7 +263,7 @@ def test_two_runs_in_one_period_send_once(api: RunningSandbox, tmp_path: Path) -
     assert first.counts == second.counts == {"sent": 4}
     assert second.stats.requests_planned == 0
     assert second.stats.api_calls == 0  # nothing to send: not even the credits check
-    assert accepted(api) == tenants(0, 1, 2, 3)
+    assert recipients_accepted(api) == tenants(0, 1, 2, 3)
 
 
 def test_the_next_period_gets_a_new_ledger(api: RunningSandbox, tmp_path: Path) -> None:
@@ -334,14 +329,6 @@ def _holder(lock_file: Path, mode: str) -> subprocess.Popen[str]:
     )
 
 
-def _wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 def test_a_concurrent_run_is_refused_while_the_lock_is_held(
     api: RunningSandbox, tmp_path: Path
 ) -> None:
@@ -350,7 +337,11 @@ def test_a_concurrent_run_is_refused_while_the_lock_is_held(
     lock_file = job.output_dir / "run.lock"
     holder = _holder(lock_file, "hold")
     try:
-        _wait_for(lambda: lock_file.exists() and str(holder.pid) in lock_file.read_text(), "lock")
+        wait_for(
+            lambda: lock_file.exists() and str(holder.pid) in lock_file.read_text(),
+            "lock",
+            timeout=20.0,
+        )
         with pytest.raises(errors.LockHeld) as refused:
             send_at(job, now)
     finally:
@@ -361,7 +352,7 @@ def test_a_concurrent_run_is_refused_while_the_lock_is_held(
     assert refused.value.exit_code == errors.EXIT_LOCKED == 4
     assert f"held by pid {holder.pid}" in str(refused.value)
     assert refused.value.hint and f"kill {holder.pid}" in refused.value.hint
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
     after = send_at(job, now)  # the holder ended: free again
     assert after.counts == {"sent": 2}
 
@@ -374,7 +365,7 @@ def test_a_concurrent_run_in_the_same_process_is_refused(
     with CampaignLock(job.output_dir / "run.lock"), pytest.raises(errors.LockHeld) as refused:
         send_at(job, now)
     assert f"held by pid {os.getpid()}" in str(refused.value)
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
 
 
 def test_a_stale_lock_from_a_dead_run_is_taken_over(api: RunningSandbox, tmp_path: Path) -> None:
@@ -390,7 +381,7 @@ def test_a_stale_lock_from_a_dead_run_is_taken_over(api: RunningSandbox, tmp_pat
     summary = send(job, clock, clerk)
 
     assert summary.counts == {"sent": 3}
-    assert accepted(api) == tenants(0, 1, 2)
+    assert recipients_accepted(api) == tenants(0, 1, 2)
     assert lock_file.read_text() == ""  # released cleanly this time
     # An unattended run says so: the run before it died (its sends were reconciled first).
     assert any(f"pid {dead.pid}" in n and "without releasing" in n for n in clerk.notes)
@@ -437,14 +428,14 @@ def test_three_years_of_firings_send_every_month_once_inside_its_window(
         label = resolve_period(spec, at).label
         if label in noop_checked:
             continue  # every later firing of a done period is the no-op just shown
-        before = len(accepted(api))
+        before = len(recipients_accepted(api))
         summary, job = fire(path, at)
         runs += 1
         assert job.campaign == f"rent-{label}"
         if label in done:
             # A firing after the period is done: nothing sent, no API call, exit 0.
             assert (summary.exit_code, summary.stats.api_calls) == (errors.EXIT_OK, 0)
-            assert len(accepted(api)) == before
+            assert len(recipients_accepted(api)) == before
             noop_checked.add(label)
             continue
         assert window.is_open(at)  # firings land in the window (at its opening)
@@ -474,12 +465,12 @@ def test_a_firing_on_a_weekend_first_exits_3_and_monday_sends(
     assert job.campaign == "rent-2027-05"
     assert closed.exit_code == errors.EXIT_PENDING  # not 0: the period is not done
     assert closed.counts == {"pending": 3}
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []
     monday, _ = fire(path, madrid(2027, 5, 3, 9, 0))
     assert (monday.exit_code, monday.counts) == (errors.EXIT_OK, {"sent": 3})
     tuesday, _ = fire(path, madrid(2027, 5, 4, 9, 0))
     assert (tuesday.exit_code, tuesday.stats.api_calls) == (errors.EXIT_OK, 0)
-    assert accepted(api) == tenants(0, 1, 2)
+    assert recipients_accepted(api) == tenants(0, 1, 2)
 
 
 def test_a_campaign_cut_by_the_window_end_is_finished_by_the_next_firing(
@@ -500,7 +491,7 @@ def test_a_campaign_cut_by_the_window_end_is_finished_by_the_next_firing(
     finished, job = fire(path, later[0])
     assert job.campaign == "rent-2027-01"  # still January's period
     assert (finished.exit_code, finished.counts) == (errors.EXIT_OK, {"sent": 12})
-    assert accepted(api) == tenants(*range(12))
+    assert recipients_accepted(api) == tenants(*range(12))
 
 
 def test_the_resume_hint_names_the_period(api: RunningSandbox, tmp_path: Path) -> None:
@@ -515,4 +506,4 @@ def test_the_resume_hint_names_the_period(api: RunningSandbox, tmp_path: Path) -
 
     assert result.exit_code == errors.EXIT_PENDING  # the period's work is left
     assert f"resume with: lmbatch run {path} --period {label}" in result.stdout
-    assert accepted(api) == []
+    assert recipients_accepted(api) == []

@@ -239,7 +239,7 @@ class EmailChannel:
         }
         outcomes = []
         for entry in entries:
-            found = answers.get((entry.email or "").lower())
+            found = answers.get((entry.address or "").lower())
             if found is None:  # accepted, yet not named in the answer: look it up later
                 outcomes.append(Outcome(entry.key, IN_DOUBT, None, MISSING_FROM_ANSWER))
                 continue
@@ -341,7 +341,7 @@ def _from_detail(ctx: TrackContext, detail: Row, rows: list[Row]) -> None:
     by_address = {str(r.get("email") or "").strip().lower(): r for r in recipients}
     for row in rows:
         found = by_id.get(str(row["tracking_id"])) or by_address.get(
-            str(row.get("email") or "").strip().lower()
+            str(row.get("address") or "").strip().lower()
         )
         if found is None and not recipients:
             found = detail  # a single send described without its recipients list

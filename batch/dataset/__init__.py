@@ -31,7 +31,7 @@ from batch.dataset.excel import read_excel
 from batch.dataset.problems import DatasetProblems, Problem
 from batch.dataset.values import canonical, parse_date, parse_number
 from batch.errors import DatasetError, JobFileError
-from batch.jobfile import Job
+from batch.jobmodel import Job
 
 __all__ = [
     "Dataset",

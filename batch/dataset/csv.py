@@ -24,7 +24,7 @@ from batch.dataset import records
 from batch.dataset.decode import Decoded, decode
 from batch.dataset.problems import DatasetProblems, Problem
 from batch.errors import DatasetError
-from batch.jobfile import DatasetSpec
+from batch.jobmodel import DatasetSpec
 
 _QUOTED = r'"(?:[^"]|"")*"'
 _WINDOW = 1 << 16  # where the header and the delimiter are looked for

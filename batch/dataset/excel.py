@@ -25,7 +25,7 @@ from batch.dataset import records
 from batch.dataset.problems import DatasetProblems, Problem
 from batch.dataset.sheetxml import FORMULA_HINT, Sheet, SheetInfo, Xlsx, letter, read_ods
 from batch.errors import DatasetError
-from batch.jobfile import DatasetSpec
+from batch.jobmodel import DatasetSpec
 
 _FLOAT = re.compile(r"-?\d+\.\d+")
 _STAMP = re.compile(r"(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2})(:\d{2})(?:\.0+)?")

@@ -1,0 +1,64 @@
+"""The ledger: one row per recipient, durable as the run goes.
+
+A package of three concerns: `schema` (statuses, file names, columns, JSON cells, the
+migration of ledgers written before the `address` column), `files` (the journal lines and
+the parquet checkpoint, written durably), `fold` (events folded into state, read lazily)
+and `core` (the `Ledger` state machine and its durability). Import from here.
+"""
+
+from batch.ledger.core import Ledger
+from batch.ledger.fold import read_ledger, unsettled
+from batch.ledger.history import has_history
+from batch.ledger.schema import (
+    CHANNELS,
+    FAILED,
+    HOT_COLUMNS,
+    IN_DOUBT,
+    JOURNAL_NAME,
+    JSON_COLUMNS,
+    LEDGER_FILES,
+    LOCK_NAME,
+    PARQUET_NAME,
+    PENDING,
+    PREV_JOURNAL,
+    PREV_PARQUET,
+    SCHEMA,
+    SENT,
+    SKIPPED,
+    UNSENT,
+    Entry,
+    Outcome,
+    Row,
+    decode_json_cell,
+    to_utc,
+    utcnow,
+)
+
+__all__ = [
+    "CHANNELS",
+    "FAILED",
+    "HOT_COLUMNS",
+    "IN_DOUBT",
+    "JOURNAL_NAME",
+    "JSON_COLUMNS",
+    "LEDGER_FILES",
+    "LOCK_NAME",
+    "PARQUET_NAME",
+    "PENDING",
+    "PREV_JOURNAL",
+    "PREV_PARQUET",
+    "SCHEMA",
+    "SENT",
+    "SKIPPED",
+    "UNSENT",
+    "Entry",
+    "Ledger",
+    "Outcome",
+    "Row",
+    "decode_json_cell",
+    "has_history",
+    "read_ledger",
+    "to_utc",
+    "unsettled",
+    "utcnow",
+]
