@@ -314,3 +314,34 @@ def test_lmbatch_evidence_writes_a_verifiable_reproducible_bundle(
         assert (top / m["document_1_file"]).is_file()
     assert (top / "inputs" / "templates" / "letters" / "demand.html").is_file()
     assert (top / "inputs" / "templates" / "letters" / "letter.css").is_file()
+
+
+# --- the examples -------------------------------------------------------------------------
+
+
+def test_the_spanish_demand_letter_example_validates_with_a_letter_per_row(
+    tmp_path: Path,
+) -> None:
+    shutil.copytree(REPO / "jobs", tmp_path / "jobs")
+    shutil.copytree(REPO / "templates", tmp_path / "templates")
+    job = load_job(tmp_path / "jobs" / "requerimiento-carta.yaml")
+    _, scanned = validate(job)
+    assert scanned.errors == [] and scanned.ok.height == 27  # the active customers
+    letter = document_path(job.output_dir, "C-1001", "Requerimiento C-1001.pdf").read_bytes()
+    text = text_of(letter)
+    assert "Ana López" in text and money(job, "637.99") in text
+    assert "Requerimiento de pago" in text
+
+
+def test_a_contract_over_the_signature_limit_is_a_row_error_and_not_stored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("batch.channels.signature.DOCUMENT_MAX_BYTES", 10_000)
+    job = write_job(folder_with(tmp_path, people(2)), SIGNATURE_JOB)
+    _, scanned = validate(job)
+    assert [(e.key, e.field) for e in scanned.errors] == [
+        ("K-000", "document.template"),
+        ("K-001", "document.template"),
+    ]
+    assert "over the limit of 10,000 bytes" in scanned.errors[0].message
+    assert not (job.output_dir / "documents" / "K-000" / "Contrato K-000.pdf").exists()
