@@ -100,14 +100,18 @@ class Bundle:
 
 def evidence_for(job: Job) -> Bundle:
     """Write the job's evidence bundle from its ledger, documents, certificates and report."""
-    return _bundle(
+    frame = read_ledger(job.output_dir)
+    bundle = _bundle(
         job.output_dir,
         campaign=job.campaign,
         job_path=job.path,
         template_paths=job_templates(job),
-        ledger_frame=read_ledger(job.output_dir),
+        ledger_frame=frame,
         tz=job.tz.key,
     )
+    if not frame.height:
+        bundle.missing.insert(0, "no recipient in the ledger yet: nothing was sent (`lmbatch run`)")
+    return bundle
 
 
 def job_templates(job: Job) -> list[Path]:
