@@ -123,7 +123,7 @@ def test_the_readme_job_file_validates(tmp_path: Path) -> None:
 
 def test_the_readme_documents_the_exit_codes_of_the_cli_docstring() -> None:
     doc = cli.__doc__ or ""
-    for code in range(5):
+    for code in range(6):
         assert re.search(rf"^\s+{code}\s+\S", doc, re.MULTILINE)
         assert re.search(rf"^\| {code} \| \S", README, re.MULTILINE), f"exit {code} not in README"
 
@@ -238,7 +238,9 @@ def test_json_log_lines_go_to_the_log_file(api: RunningSandbox, tmp_path: Path) 
     assert result.exit_code == 0
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert (events[0]["event"], events[0]["recipients"]) == ("start", 3)
-    assert events[-1]["event"] == "stop"
+    last = events[-1]
+    assert (last["event"], last["outcome"], last["exit_code"]) == ("stop", "done", 0)
+    assert last["counts"] == {"sent": 3}
     assert all(set(e) >= {"time", "event"} for e in events)
     assert TOKEN not in log.read_text()
 
@@ -248,7 +250,7 @@ def test_plain_log_lines_without_json(api: RunningSandbox, tmp_path: Path) -> No
     assert lmbatch("run", write_job(tmp_path, addresses(2)), "--log-file", log).exit_code == 0
     lines = log.read_text().splitlines()
     assert re.fullmatch(r"\S+ start recipients=2 requests=0/2 .*", lines[0])
-    assert lines[-1].endswith(" stop ")
+    assert re.fullmatch(r"\S+ stop outcome=done exit_code=0 sent=2", lines[-1])
 
 
 def test_export_failed_then_retry_failed_resends_only_the_fixed_rows(
@@ -256,7 +258,7 @@ def test_export_failed_then_retry_failed_resends_only_the_fixed_rows(
 ) -> None:
     emails = ["a@example.com", "fail-b@example.com", "c@example.com", "fail-d@example.com"]
     job = write_job(tmp_path, emails)
-    assert lmbatch("run", job).exit_code == 0
+    assert lmbatch("run", job).exit_code == 5  # done with problems: not a success
     failed_csv = tmp_path / "failed.csv"
 
     result = lmbatch("status", job, "--export-failed", failed_csv)
