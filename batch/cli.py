@@ -256,7 +256,7 @@ def status(job: Path, period: str | None, export_failed: Path | None) -> None:
         keys = read_dataset(loaded)["__key__"]
     except errors.InputError:
         keys = None
-    print_status(summarize(loaded, keys), Console())
+    print_status(summarize(loaded, keys), _out())
 
 
 @main.command()
@@ -351,7 +351,7 @@ def report(job: Path, period: str | None, fmt: str | None, output: Path | None) 
     from batch.report import print_report, write_report
 
     loaded = _load(job, period)
-    print_report(loaded, Console())
+    print_report(loaded, _out())
     _out().print(f"report: {write_report(loaded)}")
     if fmt is not None:
         from batch.export import export
