@@ -176,7 +176,8 @@ class RichReporter:
 
     def note(self, message: str) -> None:
         """Print a line above the display."""
-        self.live.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+        tz = getattr(self.stats, "tz", None)  # the job's zone, named
+        self.live.console.print(f"[dim]{datetime.now(tz).astimezone(tz):%H:%M:%S %Z}[/] {message}")
 
     def stop(self) -> None:
         """Leave the final display on screen."""
