@@ -556,10 +556,10 @@ def _print_run(summary: Any, job: Path, period: str | None, *, next_step: bool =
     problems = _problem_rows(summary.ledger_path.parent)
     if summary.counts.get("in_doubt", 0):
         keys = " ".join(k for k, _, _ in problems.get("in_doubt", [])[:5]) or "KEY"
-        out.print(
-            f"[yellow]{summary.counts['in_doubt']} in doubt[/]: the next run looks them up again "
-            f"where the API allows; see: lmbatch status {job}{_period(period)}"
-        )
+        advice = _in_doubt_advice(summary.ledger_path.parent)
+        out.print(f"[yellow]{summary.counts['in_doubt']} in doubt[/]: {advice}")
+        for key, address, why in problems.get("in_doubt", [])[:10]:
+            out.print(f"  {key} {address}: {why}", markup=False)
         out.print(
             f"  after checking the LegallyMail panel: lmbatch resolve {job} {keys} "
             "--sent|--not-sent",
@@ -591,6 +591,22 @@ def _print_run(summary: Any, job: Path, period: str | None, *, next_step: bool =
         )
     elif summary.exit_code == errors.EXIT_OK and next_step:
         out.print(f"done; next: lmbatch track {job}{_period(period)}", markup=False)
+
+
+def _in_doubt_advice(folder: Path) -> str:
+    """What happens to this campaign's sends in doubt: its channel's word (batch.channels)."""
+    from batch.channels import channel_for
+    from batch.ledger import read_ledger
+
+    try:
+        channels = read_ledger(folder)["channel"].drop_nulls().unique().to_list()
+    except (errors.BatchError, KeyError, ValueError):
+        channels = []
+    if len(channels) != 1:
+        return "the next run looks them up again where the API allows"
+    advice = channel_for(str(channels[0])).in_doubt_advice
+    # The advice's own command is shown below with the real path and keys.
+    return advice.split("; find each")[0] if "resolve JOB" in advice else advice
 
 
 def _problem_rows(folder: Path) -> dict[str, list[tuple[str, str, str]]]:
