@@ -11,6 +11,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,3 +241,18 @@ def test_json_progress_fields_are_json(world: World) -> None:
     first, last = (json.loads(line) for line in out.getvalue().splitlines())
     assert first["waiting"] == "next request in 42 s" and first["recipients"] == 123_456
     assert (last["outcome"], last["exit_code"], last["counts"]) == ("work left", 3, {"pending": 2})
+
+
+def test_the_demo_under_a_pipe_ends_every_line_with_a_newline(tmp_path: Path) -> None:
+    """The stats line and the summary used to run together: `window 10/10campaign …`."""
+    shutil.copytree(ROOT / "jobs", tmp_path / "jobs")
+    shutil.copytree(ROOT / "templates", tmp_path / "templates")
+    done = subprocess.run(
+        [sys.executable, "-m", "batch", "demo", "--job", str(tmp_path / "jobs" / "notice.yaml")],
+        cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True, timeout=120, env={**os.environ, "COLUMNS": "80"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.endswith("\n")
+    assert re.search(r"^campaign notice-\S+: 27 sent$", done.stdout, re.MULTILINE), done.stdout
+    assert re.match(r"\S+ start recipients=27 ", done.stdout)
