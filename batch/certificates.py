@@ -33,7 +33,9 @@ from batch.client import LegallyMailClient
 from batch.client import build_client_from_env as build_client
 from batch.files import write_atomic
 from batch.jobmodel import Job
-from batch.ledger import Ledger
+from batch.ledger import Ledger, has_history
+from batch.progress import NullReporter, Reporter
+from batch.stats import StepStats
 
 FOLDER = "certificates"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -49,11 +51,14 @@ class CertificateSummary:
     present: int = 0  # already there with the right hash
     failures: list[tuple[str, str, str]] = field(default_factory=list)  # key, type, reason
     without_metadata: int = 0  # rows final or sent with no certificate known yet
+    stopped: str | None = None  # why it ended early (Ctrl-C): what is not on disk is left
 
     @property
     def exit_code(self) -> int:
-        """0, or 1 when a file could not be downloaded or verified."""
-        return errors.EXIT_ERROR if self.failures else errors.EXIT_OK
+        """0; 3 when interrupted with files left; 1 when a file could not be had or verified."""
+        if self.failures:
+            return errors.EXIT_ERROR
+        return errors.EXIT_PENDING if self.stopped else errors.EXIT_OK
 
 
 def safe_name(key: str) -> str:
@@ -70,28 +75,65 @@ def certificate_file(key: str, kind: str) -> str:
 
 
 def download_certificates(
-    job: Job, *, client: LegallyMailClient | None = None
+    job: Job,
+    *,
+    client: LegallyMailClient | None = None,
+    stop: threading.Event | None = None,
+    progress: Reporter | None = None,
 ) -> CertificateSummary:
-    """Download every certificate the ledger knows of that is not on disk yet, verified."""
+    """Download every certificate the ledger knows of that is not on disk yet, verified.
+
+    `stop` (Ctrl-C) ends it after the download in flight; `progress` shows each file.
+    """
+    stop = stop or threading.Event()
+    shown = progress or NullReporter()
     out = job.output_dir
     folder = out / FOLDER
     summary = CertificateSummary(folder)
-    if not (out / "ledger.parquet").exists() and not (out / "journal.jsonl").exists():
-        raise errors.LedgerError(
-            f"{out}: no ledger here: nothing was sent yet", hint="run `lmbatch run` first"
-        )
+    if not has_history(out):
+        raise errors.NothingSent(out, job.path)
     folder.mkdir(parents=True, exist_ok=True)
     own = client is None
     if client is None:
-        client = build_client(job, stop=threading.Event())
+        client = build_client(job, stop=stop)
+    limits = job.spec.limits
+    limiter = getattr(client, "limiter", None)  # scripted clients in tests have none
+    stats = StepStats(
+        per_window=limits.requests_per_window,
+        window=limits.window_seconds,
+        next_free=limiter.next_free_in if limiter is not None else None,
+        tz=job.tz,
+        label="certificates",
+        unit="files",
+    )
     try:
         with Ledger.open(out) as ledger:
-            for row in ledger.frame().iter_rows(named=True):
-                _row(client, ledger, row, out, summary)
+            rows = list(ledger.frame().iter_rows(named=True))
+            stats.total = sum(_urls(r) for r in rows)
+            shown.start(stats)
+            for row in rows:
+                if stop.is_set():
+                    summary.stopped = "interrupted"
+                    break
+                try:
+                    _row(client, ledger, row, out, summary)
+                except errors.WorkPending as err:  # a wait cut short by Ctrl-C
+                    summary.stopped = str(err)
+                    break
+                stats.done += _urls(row)
+                stats.calls = summary.downloaded
+                stats.detail = f"{summary.downloaded} downloaded, {summary.present} present"
+                shown.update(stats)
     finally:
+        shown.stop()
         if own:
             client.close()
     return summary
+
+
+def _urls(row: dict[str, Any]) -> int:
+    """How many certificate files the ledger row names (the display's steps)."""
+    return sum(1 for c in _list(row.get("certificates")) if c.get("url"))
 
 
 def _row(

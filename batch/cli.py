@@ -4,8 +4,10 @@ Exit codes, shared by every command:
   0  done
   1  error (API refused the token, ledger unwritable, unexpected failure)
   2  the job or its input is invalid (nothing was sent)
-  3  stopped with work pending (credits exhausted, interrupted, in doubt, outside the window)
+  3  stopped with work pending (credits exhausted, interrupted, in doubt, outside the window,
+     nothing sent yet)
   4  another run holds the campaign's lock
+  5  done with problems: nothing left to send, but rows failed, bounced or were skipped
 """
 
 from __future__ import annotations
@@ -47,9 +49,66 @@ def handle_errors(func: F) -> F:
             console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
             if err.hint:
                 console.print(f"[dim]hint:[/] {err.hint}")
+            if "log_file" in kwargs and not getattr(err, "logged", False):
+                _log_outcome(kwargs.get("log_file"), bool(kwargs.get("json_log")), err)
             sys.exit(err.exit_code)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _log_outcome(log_file: Path | None, as_json: bool, err: errors.BatchError) -> None:
+    """The last log line of a run that failed before its display opened (job file, lock)."""
+    from batch.progress import open_reporter, outcome_of
+
+    with open_reporter(log_file, as_json, console) as reporter:
+        reporter.finish(outcome_of(err.exit_code), err.exit_code, {}, message=str(err))
+
+
+# `lmbatch --help` lists commands in the order a campaign is worked, each with a summary that
+# fits one line at 80 columns. Names not defined (yet) are passed over; commands missing
+# here come after, alphabetically, with their docstring's first sentence.
+WORKFLOW: tuple[tuple[str, str], ...] = (
+    ("init", "Write a working job folder to start from."),
+    ("validate", "Check every row of JOB; nothing is sent."),
+    ("preview", "Write JOB's rendered messages to browse."),
+    ("rehearse", "Run the whole campaign against a fast local sandbox."),
+    ("send-test", "Send one row's message to your own address."),
+    ("run", "Send JOB's campaign; run it again to resume."),
+    ("status", "What was sent, what needs attention, what is left."),
+    ("track", "Bring delivery and reading statuses into the ledger."),
+    ("certificates", "Download the certificates, verified by hash."),
+    ("report", "Print the summary and write report.html."),
+    ("evidence", "Bundle the campaign's evidence for the file."),
+    ("resolve", "Settle rows in doubt after checking the panel."),
+    ("cancel", "End a campaign on purpose; nothing more is sent."),
+    ("recover", "Rebuild a damaged ledger from what is left."),
+    ("schedule", "Show next periods and crontab/systemd snippets."),
+    ("sandbox", "Run a local LegallyMail stand-in."),
+    ("demo", "Run an example job against an in-process sandbox."),
+)
+
+
+class WorkflowGroup(click.Group):
+    """A group whose help lists commands in workflow order, summaries never clipped."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Workflow order first, then any other command alphabetically."""
+        order = [name for name, _ in WORKFLOW if name in self.commands]
+        return order + sorted(set(self.commands) - set(order))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """One line per command: its name and a summary that click does not cut with `...`."""
+        summaries = dict(WORKFLOW)
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            text = summaries.get(name) or command.get_short_help_str(limit=1000)
+            rows.append((name, text))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
 
 def job_argument(func: F) -> F:
@@ -72,12 +131,13 @@ def _settings(job: Any) -> Settings:
     return Settings.from_env(job.spec.api.token_env)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=WorkflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lmbatch")
 def main() -> None:
     """lmbatch: certified e-mail, SMS and e-signature campaigns over LegallyMail.
 
-    Typical order: validate → preview → run → status → track → certificates → report.
+    Typical order: init → validate → preview → rehearse → send-test → run → status →
+    track → certificates → report (the commands below, in that order).
     The API token is read from LEGALLYMAIL_TOKEN (or the job's api.token_env);
     LEGALLYMAIL_BASE_URL points a job at another server, such as `lmbatch sandbox`.
     """
@@ -99,8 +159,7 @@ def validate(job: Path, period: str | None) -> None:
     already = f" ({settled} already settled in the ledger)" if settled else ""
     _out().print(
         f"[green]ok[/]: {summary.valid_rows} row(s) valid; {stats.recipients} to send{already} "
-        f"in {stats.requests_planned} request(s), about {stats.eta_seconds / 60:.0f} min "
-        "at the rate limit"
+        f"in {stats.requests_planned} request(s), {_about(stats.eta_seconds)} at the rate limit"
     )
 
 
@@ -165,6 +224,7 @@ def run(
         summary = run_campaign(
             loaded, options, settings=_settings(loaded), reporter=reporter, stop=stop
         )
+        _finish(reporter, summary)
     _print_run(summary, job, loaded.period.label if loaded.period else period)
     sys.exit(summary.exit_code)
 
@@ -196,7 +256,7 @@ def status(job: Path, period: str | None, export_failed: Path | None) -> None:
         keys = read_dataset(loaded)["__key__"]
     except errors.InputError:
         keys = None
-    print_status(summarize(loaded, keys), Console())
+    print_status(summarize(loaded, keys), _out())
 
 
 @main.command()
@@ -215,13 +275,19 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
     from datetime import UTC
 
     from batch.client import build_client
+    from batch.progress import open_reporter, outcome_of
+    from batch.report import attention_order
     from batch.track import console_reporter
     from batch.track import track as track_campaign
 
     loaded = _load(job, period)
     deadline = until.replace(tzinfo=UTC) if until is not None else None
     stop = threading.Event()
-    with _stop_on_signals(stop), build_client(_settings(loaded), loaded, stop=stop) as api:
+    with (
+        _stop_on_signals(stop),
+        open_reporter(None, False, console) as progress,
+        build_client(_settings(loaded), loaded, stop=stop) as api,
+    ):
         summary = track_campaign(
             loaded,
             client=api,
@@ -229,12 +295,17 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
             until=deadline,
             interval=interval,
             stop=stop,
-            reporter=console_reporter(Console(stderr=True)) if watch else None,
+            reporter=console_reporter(console, loaded.tz) if watch else None,
+            progress=progress,
         )
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
+        progress.finish(outcome_of(summary.exit_code), summary.exit_code, summary.counts)
+    counts = ", ".join(f"{n} {s}" for s, n in attention_order(summary.counts))
     _out().print(f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet")
     for problem in summary.errors[:10]:
         console.print(f"[yellow]warning:[/] {problem}")
+    if summary.stopped:
+        again = f"lmbatch track {job}{_period(period)}{' --watch' if watch else ''}"
+        _out().print(f"stopped: {summary.stopped}; continue with: {again}", markup=False)
     sys.exit(summary.exit_code)
 
 
@@ -245,15 +316,26 @@ def certificates(job: Path, period: str | None) -> None:
     """Download JOB's certificates of delivery and reading, verified against their hashes."""
     from batch.certificates import download_certificates
     from batch.client import build_client
+    from batch.progress import open_reporter, outcome_of
 
     loaded = _load(job, period)
-    with build_client(_settings(loaded), loaded, stop=threading.Event()) as api:
-        summary = download_certificates(loaded, client=api)
+    stop = threading.Event()
+    with (
+        _stop_on_signals(stop),
+        open_reporter(None, False, console) as progress,
+        build_client(_settings(loaded), loaded, stop=stop) as api,
+    ):
+        summary = download_certificates(loaded, client=api, stop=stop, progress=progress)
+        counts = {"downloaded": summary.downloaded, "present": summary.present}
+        progress.finish(outcome_of(summary.exit_code), summary.exit_code, counts)
     _out().print(
         f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}"
     )
     for key, kind, reason in summary.failures[:20]:
         console.print(f"[red]{key} {kind}:[/] {reason}")
+    if summary.stopped:
+        again = f"lmbatch certificates {job}{_period(period)}"
+        _out().print(f"stopped: {summary.stopped}; continue with: {again}", markup=False)
     sys.exit(summary.exit_code)
 
 
@@ -284,7 +366,7 @@ def report(job: Path, period: str | None, fmt: str | None, output: Path | None) 
     from batch.report import print_report, write_report
 
     loaded = _load(job, period)
-    print_report(loaded, Console())
+    print_report(loaded, _out())
     _out().print(f"report: {write_report(loaded)}")
     if fmt is not None:
         from batch.export import export
@@ -448,31 +530,33 @@ def demo(job: Path) -> None:
     from batch.demo import run_demo
 
     summary = run_demo(job, Settings.from_env())
-    _print_run(summary, job, None)
+    _print_run(summary, job, None, next_step=False)  # its ledger is not the job's own
 
 
-def _print_run(summary: Any, job: Path, period: str | None) -> None:
-    out = Console(soft_wrap=True)
-    verb = "would send" if summary.dry_run else "campaign"
-    counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
-    out.print(f"{verb} {summary.campaign}: {counts}")
-    stats = summary.stats
-    if summary.dry_run:
-        out.print(f"{stats.requests_planned} request(s), about {stats.eta_seconds / 60:.0f} min")
-        return
-    out.print(
-        f"{stats.api_calls} API call(s), {stats.rate_limited}×429; ledger: {summary.ledger_path}"
-    )
-    suffix = f" --period {period}" if period else ""
-    if summary.stopped or summary.counts.get("pending", 0):
-        again = f"lmbatch run {job}{suffix}"
-        out.print(f"[yellow]stopped[/]: {summary.stopped or 'work left'}; resume with: {again}")
-    if summary.counts.get("in_doubt", 0):
-        out.print(
-            f"[yellow]{summary.counts['in_doubt']} in doubt[/]: the next run looks them up again "
-            f"where the API allows; see `lmbatch status {job}{suffix}`, and settle the rest with "
-            f"`lmbatch resolve {job} KEY --sent|--not-sent` after checking the LegallyMail panel"
-        )
+def _period(period: str | None) -> str:
+    return f" --period {period}" if period else ""
+
+
+def _about(seconds: float) -> str:
+    """`about 12 min`, `under a second`: a duration a person reads."""
+    from batch.run_summary import about
+
+    return about(seconds)
+
+
+def _finish(reporter: Any, summary: Any) -> None:
+    """The run's last log line: counts, outcome, exit code."""
+    from batch.progress import outcome_of
+
+    code = summary.exit_code
+    reporter.finish(outcome_of(code), code, dict(summary.counts), stopped=summary.stopped)
+
+
+def _print_run(summary: Any, job: Path, period: str | None, *, next_step: bool = True) -> None:
+    """The end-of-run summary on stdout (batch.run_summary)."""
+    from batch.run_summary import print_run
+
+    print_run(summary, job, period, Console(soft_wrap=True, highlight=False), next_step=next_step)
 
 
 class _stop_on_signals:

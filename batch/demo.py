@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from batch.jobfile import Job, load_job
-from batch.progress import RichReporter
+from batch.progress import terminal_reporter
 from batch.runner import RunOptions, RunSummary, run
 from batch.sandbox import SandboxConfig, running_sandbox
 from batch.settings import Settings
@@ -39,5 +39,5 @@ def run_demo(job_path: Path, settings: Settings | None = None) -> RunSummary:
             settings or Settings(), base_url=sandbox.base_url, token=sandbox.token
         )
         return run(
-            job, RunOptions(window_seconds=window), settings=pointed, reporter=RichReporter()
+            job, RunOptions(window_seconds=window), settings=pointed, reporter=terminal_reporter()
         )

@@ -18,6 +18,10 @@
     ├── LedgerError                   the ledger or journal cannot be read or written
     ├── LockHeld                      another run holds the campaign's lock (exit 4)
     └── WorkPending                   stopped with work left: interrupted, outside window (exit 3)
+        └── NothingSent               status/track/certificates/report before the first send
+
+A run that finished with nothing left to send but with rows failed, bounced or skipped exits
+5 (EXIT_PROBLEMS): done, and not a success to file away; no exception carries it.
 
 Third-party errors are converted where they enter (`raise … from err`) and carry their place:
 `jobs/rent.yaml:12 message.subject: …`, `row 41 (key C-1009): …`. No message ever holds the
@@ -33,6 +37,7 @@ EXIT_ERROR = 1
 EXIT_INVALID = 2
 EXIT_PENDING = 3
 EXIT_LOCKED = 4
+EXIT_PROBLEMS = 5  # done, but rows failed, bounced or were skipped: look at them
 
 
 class BatchError(Exception):
@@ -172,3 +177,17 @@ class WorkPending(BatchError):
     """The run stopped on purpose with work left (interrupted, outside the send window)."""
 
     exit_code = EXIT_PENDING
+
+
+class NothingSent(WorkPending):
+    """A command that reads the ledger found none: the campaign has not started (exit 3).
+
+    `status`, `report`, `track` and `certificates` say the same thing then, with one code:
+    the whole campaign is work left, not an error.
+    """
+
+    def __init__(self, folder: object, job: object) -> None:
+        super().__init__(
+            f"nothing sent yet: no ledger in {folder}",
+            hint=f"validate and send with `lmbatch run {job}` first",
+        )

@@ -1,60 +1,110 @@
 """Progress for people (a rich bar with counts and ETA) and for cron (plain or JSON lines).
 
-The display reads the run's counters (batch.stats.RunStats); it never changes them.
+One display for the three long commands: `run` (batch.stats.RunStats), `track` and
+`certificates` (batch.stats.StepStats). The display only reads the counters; the ETA is
+computed each time it is drawn or logged, so it counts down through rate-limit and send-window
+waits instead of freezing between requests. On a terminal every line fits 80 columns; under a
+pipe or in a log file a line comes at least every `LOG_EVERY` seconds, even while waiting, and
+every line ends with a newline. The last log line (`stop`) carries the counts, the outcome and
+the exit code, on every way out (`finish`; `open_reporter` writes it for errors).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Protocol
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from batch.stats import RunStats
-from batch.timeutil import utcnow
+from batch import errors
+from batch.stats import Eta, RunStats, StepStats, human_duration
 
 __all__ = [
+    "LOG_EVERY",
     "LineReporter",
     "NullReporter",
+    "Progressing",
     "Reporter",
     "RichReporter",
     "RunStats",
+    "StepStats",
+    "human_duration",
     "open_reporter",
+    "outcome_of",
+    "terminal_reporter",
 ]
+
+LOG_EVERY = 10.0  # seconds between progress lines in a log: well inside "talks within 15 s"
+
+
+class Progressing(Protocol):
+    """What a display reads: RunStats or StepStats."""
+
+    @property
+    def label(self) -> str:
+        """What is going on ("sending")."""
+
+    @property
+    def unit(self) -> str:
+        """What the bar counts ("requests")."""
+
+    @property
+    def done(self) -> int:
+        """Steps done."""
+
+    @property
+    def total(self) -> int:
+        """Steps planned."""
+
+    def eta(self) -> Eta:
+        """The time left, computed now."""
+
+    def plan_lines(self) -> list[str]:
+        """What is about to happen."""
+
+    def count_lines(self) -> list[str]:
+        """The counts so far."""
+
+    def log_fields(self) -> dict[str, object]:
+        """The counts of a log line."""
 
 
 class Reporter(Protocol):
-    """Receives progress from the run (the CLI shows it; tests ignore it)."""
+    """Receives progress from a long command (the CLI shows it; tests ignore it)."""
 
-    def start(self, stats: RunStats) -> None:
+    def start(self, stats: Progressing) -> None:
         """The plan is known."""
 
-    def update(self, stats: RunStats) -> None:
+    def update(self, stats: Progressing) -> None:
         """Something changed."""
 
     def note(self, message: str) -> None:
         """A line worth showing (in-doubt found, credits, retries)."""
 
     def stop(self) -> None:
-        """The run is over."""
+        """The work is over (the display stays; the outcome comes with `finish`)."""
+
+    def finish(self, outcome: str, exit_code: int, counts: dict[str, int], **extra: object) -> None:
+        """The command's outcome: the last log line."""
 
 
 class NullReporter:
     """A reporter that shows nothing."""
 
-    def start(self, stats: RunStats) -> None:
+    def start(self, stats: Progressing) -> None:
         """Ignore."""
 
-    def update(self, stats: RunStats) -> None:
+    def update(self, stats: Progressing) -> None:
         """Ignore."""
 
     def note(self, message: str) -> None:
@@ -63,107 +113,139 @@ class NullReporter:
     def stop(self) -> None:
         """Ignore."""
 
+    def finish(self, outcome: str, exit_code: int, counts: dict[str, int], **extra: object) -> None:
+        """Ignore."""
 
-def _eta(stats: RunStats) -> str:
-    seconds = stats.eta_seconds
-    if seconds <= 0:
-        return "now"
-    finish = datetime.now().astimezone() + timedelta(seconds=seconds)
-    return f"{timedelta(seconds=round(seconds))} (about {finish:%a %H:%M})"
+
+def outcome_of(exit_code: int) -> str:
+    """The word a log gives an exit code: done, done with problems, work left, or error."""
+    return {
+        errors.EXIT_OK: "done",
+        errors.EXIT_PROBLEMS: "done with problems",
+        errors.EXIT_PENDING: "work left",
+    }.get(exit_code, "error")
+
+
+def _eta_lines(eta: Eta) -> list[str]:
+    lines = [eta.text()]
+    if eta.waiting and eta.left:
+        lines.append(eta.waiting)
+    return lines
 
 
 class RichReporter:
-    """A live display: a bar of requests with elapsed time and ETA, and the counts beneath."""
+    """A live display: a bar with elapsed time, the ETA and what is waited for, the counts.
+
+    Every line is kept under 80 columns (the bar has a fixed width); the ETA is recomputed at
+    each refresh.
+    """
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self.progress = Progress(
-            TextColumn("[bold]sending"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} requests"),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(bar_width=24),
+            TextColumn("{task.completed}/{task.total} {task.fields[unit]}"),
             TimeElapsedColumn(),
-            TextColumn("ETA {task.fields[eta]}"),
             console=self.console,
         )
-        self.task = self.progress.add_task("sending", total=0, eta="")
-        self.counts = Text()
-        self.live = Live(Group(self.progress, self.counts), console=self.console)
+        self.task = self.progress.add_task("", total=0, unit="")
+        self.stats: Progressing | None = None
+        self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=2)
 
-    def start(self, stats: RunStats) -> None:
+    def _render(self) -> RenderableType:
+        if self.stats is None:
+            return Text("")
+        lines = _eta_lines(self.stats.eta()) + self.stats.count_lines()
+        return Group(self.progress, *(Text(line, no_wrap=True) for line in lines))
+
+    def start(self, stats: Progressing) -> None:
         """Show the plan and start the display."""
-        self.console.print(
-            f"{stats.recipients} recipient(s) in {stats.requests_planned} request(s); "
-            f"limit {stats.per_window} per {stats.window:g} s; ETA {_eta(stats)}"
-        )
+        self.stats = stats
+        for line in stats.plan_lines():
+            self.console.print(line, markup=False, highlight=False)
+        self.progress.update(self.task, description=stats.label, unit=stats.unit)
         self.live.start()
         self.update(stats)
 
-    def update(self, stats: RunStats) -> None:
+    def update(self, stats: Progressing) -> None:
         """Refresh the bar and the counts."""
-        self.progress.update(
-            self.task,
-            total=stats.requests_planned,
-            completed=stats.requests_done,
-            eta=_eta(stats),
-        )
-        self.counts.truncate(0)
-        self.counts.append_text(
-            Text.from_markup(
-                f"[green]{stats.sent} sent[/] · [red]{stats.failed} failed[/] · "
-                f"{stats.retrying} retries · [yellow]{stats.in_doubt} in doubt[/] · "
-                f"{stats.api_calls} API calls ({stats.rate_limited}×429) · "
-                f"window {stats.window_used}/{stats.per_window}"
-            )
-        )
+        self.stats = stats
+        self.progress.update(self.task, total=stats.total, completed=stats.done)
         self.live.refresh()
 
     def note(self, message: str) -> None:
         """Print a line above the display."""
-        self.live.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+        tz = getattr(self.stats, "tz", None)  # the job's zone, named
+        self.live.console.print(f"[dim]{datetime.now(tz).astimezone(tz):%H:%M:%S %Z}[/] {message}")
 
     def stop(self) -> None:
         """Leave the final display on screen."""
         self.live.stop()
 
+    def finish(self, outcome: str, exit_code: int, counts: dict[str, int], **extra: object) -> None:
+        """The summary that follows says it on a terminal."""
+
 
 class LineReporter:
-    """One line per event, plain or JSON, for unattended runs (cron, systemd, --log-file)."""
+    """One line per event, plain or JSON, for unattended runs (cron, systemd, --log-file).
 
-    def __init__(self, stream: IO[str] | None = None, *, as_json: bool = False) -> None:
+    A progress line comes at most every `every` seconds on updates, and at least every
+    `every` seconds while nothing happens (a rate-limit or send-window wait).
+    """
+
+    def __init__(
+        self, stream: IO[str] | None = None, *, as_json: bool = False, every: float = LOG_EVERY
+    ) -> None:
         self.stream = stream or sys.stderr
         self.as_json = as_json
+        self.every = every
+        self.finished = False
         self._last = 0.0
+        self._stats: Progressing | None = None
+        self._lock = threading.Lock()
+        self._quiet = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     def _emit(self, event: str, **fields: object) -> None:
-        stamp = utcnow().isoformat(timespec="seconds")
+        tz = getattr(self._stats, "tz", None)  # the job's zone once known; the offset says it
+        stamp = datetime.now(tz).astimezone(tz).isoformat(timespec="seconds")
         if self.as_json:
             line = json.dumps({"time": stamp, "event": event, **fields}, default=str)
         else:
-            line = f"{stamp} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
-        self.stream.write(line + "\n")
-        self.stream.flush()
+            line = f"{stamp} {event} " + " ".join(f"{k}={_plain(v)}" for k, v in fields.items())
+        with self._lock:
+            self.stream.write(line.rstrip() + "\n")
+            self.stream.flush()
+            self._last = time.monotonic()
 
-    def _fields(self, stats: RunStats) -> dict[str, object]:
-        return {
-            "requests": f"{stats.requests_done}/{stats.requests_planned}",
-            "sent": stats.sent,
-            "failed": stats.failed,
-            "in_doubt": stats.in_doubt,
-            "api_calls": stats.api_calls,
-            "rate_limited": stats.rate_limited,
-            "window_used": f"{stats.window_used}/{stats.per_window}",
-            "eta_seconds": round(stats.eta_seconds),
-        }
+    def _fields(self, stats: Progressing) -> dict[str, object]:
+        eta = stats.eta()
+        fields = {**stats.log_fields(), "eta_seconds": round(eta.seconds)}
+        if eta.left:
+            fields["eta"] = eta.text()
+        if eta.waiting and eta.left:
+            fields["waiting"] = eta.waiting
+        return fields
 
-    def start(self, stats: RunStats) -> None:
-        """Log the plan."""
-        self._emit("start", recipients=stats.recipients, **self._fields(stats))
+    def start(self, stats: Progressing) -> None:
+        """Log the plan; from now on a line comes at least every `every` seconds."""
+        self._stats = stats
+        self._emit("start", **self._fields(stats))
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, name="progress-log", daemon=True)
+            self._ticker.start()
 
-    def update(self, stats: RunStats) -> None:
-        """Log progress at most every 10 seconds."""
-        now = time.monotonic()
-        if now - self._last >= 10:
-            self._last = now
+    def _tick(self) -> None:
+        while not self._quiet.wait(self.every / 4):
+            stats = self._stats
+            if stats is not None and time.monotonic() - self._last >= self.every:
+                self._emit("progress", **self._fields(stats))
+
+    def update(self, stats: Progressing) -> None:
+        """Log progress at most every `every` seconds."""
+        self._stats = stats
+        if time.monotonic() - self._last >= self.every:
             self._emit("progress", **self._fields(stats))
 
     def note(self, message: str) -> None:
@@ -171,17 +253,85 @@ class LineReporter:
         self._emit("note", message=message)
 
     def stop(self) -> None:
-        """Log the end."""
-        self._emit("stop")
+        """The work is over: no more progress lines."""
+        self._quiet.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
+
+    def finish(self, outcome: str, exit_code: int, counts: dict[str, int], **extra: object) -> None:
+        """The last line: the counts, the outcome and the exit code."""
+        self.stop()
+        if self.finished:
+            return
+        self.finished = True
+        fields: dict[str, object] = {"outcome": outcome, "exit_code": exit_code}
+        if self.as_json:
+            fields["counts"] = counts
+        else:
+            fields.update(counts)
+        self._emit("stop", **fields, **{k: v for k, v in extra.items() if v is not None})
+
+
+def _plain(value: object) -> str:
+    text = str(value)
+    return json.dumps(text, ensure_ascii=False) if not text or " " in text else text
+
+
+def _last_counts(reporter: Reporter) -> dict[str, int]:
+    stats = getattr(reporter, "_stats", None)
+    if stats is None:
+        return {}
+    fields = stats.log_fields()
+    return {k: v for k, v in fields.items() if isinstance(v, int)}
+
+
+def terminal_reporter(console: Console | None = None) -> Reporter:
+    """A bar when `console` (default: stderr) is a terminal, log lines when it is not."""
+    console = console or Console(stderr=True)
+    return RichReporter(console) if console.is_terminal else LineReporter(console.file)
 
 
 @contextmanager
 def open_reporter(log_file: Path | None, as_json: bool, console: Console) -> Iterator[Reporter]:
-    """The display for `lmbatch run`: a bar on a terminal, log lines otherwise (or to a file)."""
-    if log_file is not None:
-        with open(log_file, "a", encoding="utf-8") as stream:
-            yield LineReporter(stream, as_json=as_json)
-    elif as_json or not sys.stderr.isatty():
-        yield LineReporter(as_json=as_json)
-    else:
-        yield RichReporter(console)
+    """The display for a long command: a bar on a terminal, log lines otherwise (or to a file).
+
+    An error leaving the block is logged as the last line (outcome, exit code, counts so far)
+    and marked `logged`, so the CLI's error handler does not log it again.
+    """
+    with _stream(log_file) as stream:
+        reporter: Reporter
+        if stream is not None:
+            reporter = LineReporter(stream, as_json=as_json)
+        elif as_json or not console.is_terminal:
+            reporter = LineReporter(as_json=as_json)
+        else:
+            reporter = RichReporter(console)
+        try:
+            yield reporter
+        except errors.BatchError as err:
+            reporter.finish(
+                outcome_of(err.exit_code), err.exit_code, _last_counts(reporter), message=str(err)
+            )
+            err.logged = True  # type: ignore[attr-defined]
+            raise
+        except BaseException as err:
+            code = errors.EXIT_ERROR if not isinstance(err, SystemExit) else err.code
+            reporter.finish(
+                outcome_of(code if isinstance(code, int) else 1),
+                code if isinstance(code, int) else 1,
+                _last_counts(reporter),
+                message=type(err).__name__,
+            )
+            raise
+        finally:
+            reporter.stop()
+
+
+@contextmanager
+def _stream(log_file: Path | None) -> Iterator[IO[str] | None]:
+    if log_file is None:
+        yield None
+        return
+    with open(log_file, "a", encoding="utf-8") as stream:
+        yield stream

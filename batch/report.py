@@ -18,13 +18,15 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from batch import errors
 from batch.channels import channel_for
 from batch.files import write_atomic
 from batch.jobmodel import Job
-from batch.ledger import IN_DOUBT, PENDING
+from batch.ledger import FAILED, IN_DOUBT, PENDING, SKIPPED, has_history
 from batch.plan import eta_seconds
 from batch.report_data import PROBLEMS, CampaignReport, campaign_report, ledger_frame, local_time
 from batch.report_html import render_html
+from batch.stats import human_duration
 
 __all__ = ["CampaignReport", "campaign_report", "ledger_frame", "local_time"]
 
@@ -43,28 +45,44 @@ class StatusSummary:
     in_doubt: list[tuple[str, str, str]] = field(default_factory=list)
     eta_seconds: float = 0.0
     channel: str = "email"
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # key, address, reason
+    job_path: Path | None = None  # for the commands it suggests
+
+    @property
+    def doubt_by_hand(self) -> bool:
+        """Whether rows in doubt wait for the operator (never looked up or re-sent by a run)."""
+        return not channel_for(self.channel).anchored
 
     @property
     def remaining(self) -> int:
-        """Recipients not yet settled."""
-        return self.counts.get(PENDING, 0) + self.counts.get(IN_DOUBT, 0) + self.not_queued
+        """Recipients a run would still send or look up (in doubt by hand counted apart)."""
+        doubt = 0 if self.doubt_by_hand else self.counts.get(IN_DOUBT, 0)
+        return self.counts.get(PENDING, 0) + doubt + self.not_queued
 
 
 def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
     """Summarise the ledger; `dataset_keys` lets it count rows not yet queued."""
+    if not has_history(job.output_dir):
+        raise errors.NothingSent(job.output_dir, job.path)
     ledger = ledger_frame(job)
     counts: dict[str, int] = {}
     failures: list[tuple[str, str, str]] = []
     in_doubt: list[tuple[str, str, str]] = []
+    skipped: list[tuple[str, str, str]] = []
     if ledger.height:
         for status_name, n in ledger.group_by("status").len().iter_rows():
             counts[str(status_name)] = int(n)
-        rows = ledger.filter(pl.col("status").is_in([*PROBLEMS, IN_DOUBT]))
+        rows = ledger.filter(pl.col("status").is_in([*PROBLEMS, IN_DOUBT, SKIPPED]))
         for key, email, status_name, why in rows.select(
             "key", "address", "status", "error_details"
         ).iter_rows():
             item = (str(key), str(email or ""), str(why or status_name))
-            (in_doubt if status_name == IN_DOUBT else failures).append(item)
+            if status_name == IN_DOUBT:
+                in_doubt.append(item)
+            elif status_name == SKIPPED:
+                skipped.append(item)
+            else:
+                failures.append(item)
     not_queued = 0
     if dataset_keys is not None:
         keys = pl.DataFrame({"key": dataset_keys.cast(pl.String)})
@@ -74,48 +92,80 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
             else keys.height
         )
     limits = job.spec.limits
-    left = counts.get(PENDING, 0) + counts.get(IN_DOUBT, 0) + not_queued
-    return StatusSummary(
+    summary = StatusSummary(
         job.campaign,
         job.output_dir / "ledger.parquet",
         counts,
         not_queued,
         failures,
         in_doubt,
-        eta_seconds(left, per_window=limits.requests_per_window, window=limits.window_seconds),
         channel=job.spec.channel,
+        skipped=skipped,
+        job_path=job.path,
     )
+    summary.eta_seconds = eta_seconds(
+        summary.remaining, per_window=limits.requests_per_window, window=limits.window_seconds
+    )
+    return summary
+
+
+def attention_order(counts: dict[str, int]) -> list[tuple[str, int]]:
+    """Statuses by what needs attention first: in doubt, failures, skipped, pending, the rest."""
+    first = [IN_DOUBT, FAILED, *[p for p in PROBLEMS if p != FAILED], SKIPPED, PENDING]
+    rank = {name: i for i, name in enumerate(first)}
+    return sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(first)), kv[0]))
 
 
 def print_status(summary: StatusSummary, console: Console) -> None:
-    """The terminal view of `lmbatch status`."""
-    table = Table(title=f"campaign {summary.campaign}")
+    """The terminal view of `lmbatch status`: what needs attention first, with real commands."""
+    job = str(summary.job_path) if summary.job_path is not None else "JOB"
+    console.print(f"campaign {summary.campaign}", markup=False, highlight=False)
+    table = Table()
     table.add_column("status")
     table.add_column("recipients", justify="right")
-    for name, n in sorted(summary.counts.items()):
+    for name, n in attention_order(summary.counts):
         table.add_row(name, str(n))
     if summary.not_queued:
         table.add_row("not yet queued", str(summary.not_queued))
     console.print(table)
+    if summary.in_doubt:
+        keys = " ".join(k for k, _, _ in summary.in_doubt[:5])
+        advice = channel_for(summary.channel).in_doubt_advice
+        advice = advice.replace(" JOB ", f" {job} ").replace(" KEY ", f" {keys} ")
+        console.print(f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {advice}")
+        _rows(console, summary.in_doubt)
     if summary.failures:
         console.print(f"[red]{len(summary.failures)} failed, bounced or declined:[/]")
-        for key, email, why in summary.failures[:20]:
-            console.print(f"  {key} {email}: {why}")
-        if len(summary.failures) > 20:
-            console.print(f"  … and {len(summary.failures) - 20} more")
-    if summary.in_doubt:
-        advice = channel_for(summary.channel).in_doubt_advice
-        console.print(f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {advice}")
-        for key, email, why in summary.in_doubt[:20]:
-            console.print(f"  {key} {email}: {why}")
+        _rows(console, summary.failures)
+        console.print(
+            f"  fix them, then: lmbatch status {job} --export-failed failed.csv; "
+            f"lmbatch run {job} --retry-failed",
+            markup=False,
+        )
+    if summary.skipped:
+        console.print(f"[yellow]{len(summary.skipped)} skipped[/] (invalid when sent):")
+        _rows(console, summary.skipped)
+        console.print(f"  fix the rows, then: lmbatch run {job}", markup=False)
     if summary.remaining:
         console.print(
-            f"{summary.remaining} left to send; at most {summary.eta_seconds / 3600:.1f} h "
-            "at the full rate limit"
+            f"{summary.remaining} left to send: about {human_duration(summary.eta_seconds)} "
+            f"at the full rate limit; send with: lmbatch run {job}",
+            markup=False,
         )
+    elif summary.in_doubt and summary.doubt_by_hand:
+        console.print(f"nothing left to send; {len(summary.in_doubt)} in doubt to settle by hand")
+    elif summary.failures or summary.skipped:
+        console.print("nothing left to send; not everyone was reached (see above)")
     else:
         console.print("nothing left to send")
-    console.print(f"ledger: {summary.ledger_path}")
+    console.print(f"ledger: {summary.ledger_path}", markup=False, highlight=False)
+
+
+def _rows(console: Console, rows: list[tuple[str, str, str]], shown: int = 20) -> None:
+    for key, address, why in rows[:shown]:
+        console.print(f"  {key} {address}: {why}", markup=False, highlight=False)
+    if len(rows) > shown:
+        console.print(f"  … and {len(rows) - shown} more")
 
 
 # -- the campaign report ---------------------------------------------------------------------
@@ -123,8 +173,11 @@ def print_status(summary: StatusSummary, console: Console) -> None:
 
 def print_report(job: Job, console: Console) -> None:
     """The terminal view of `lmbatch report`: counts, the rate, failures with reasons."""
+    if not has_history(job.output_dir):
+        raise errors.NothingSent(job.output_dir, job.path)
     data = campaign_report(job)
-    table = Table(title=f"campaign {data.campaign} ({data.channel})")
+    console.print(f"campaign {data.campaign} ({data.channel})", markup=False, highlight=False)
+    table = Table()
     table.add_column("status")
     table.add_column("recipients", justify="right")
     table.add_column("share", justify="right")

@@ -18,12 +18,13 @@ from batch import errors
 from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
 from batch.dataset import read_dataset
 from batch.jobmodel import Job
-from batch.ledger import IN_DOUBT, PENDING, Ledger, read_ledger, unsettled
+from batch.ledger import IN_DOUBT, PENDING, SKIPPED, Ledger, read_ledger, unsettled
 from batch.lock import CampaignLock
 from batch.pacing import StopClock
 from batch.plan import group
 from batch.progress import NullReporter, Reporter
 from batch.render import Scan, scan
+from batch.report_data import PROBLEMS
 from batch.sender import RunOptions, Sender, grouping
 from batch.settings import Settings
 from batch.stats import RunStats
@@ -32,6 +33,9 @@ from batch.timeutil import utcnow
 __all__ = ["NullReporter", "Reporter", "RunOptions", "RunStats", "RunSummary", "run", "validate"]
 
 MIN_FREE_BYTES = 16 * 1024 * 1024
+# Rows that end a run "done with problems" (exit 5): not reached (failed, bounced, skipped…);
+# rows ended on purpose (cancelled, withdrawn) are not problems.
+PROBLEM_STATUSES = (*PROBLEMS, SKIPPED)
 
 
 @dataclass
@@ -59,7 +63,13 @@ class RunSummary:
         not done, and the next firing inside the window sends it)."""
         if self.dry_run:
             return errors.EXIT_OK
-        return errors.EXIT_PENDING if self.remaining or self.stopped else errors.EXIT_OK
+        if self.remaining or self.stopped:
+            return errors.EXIT_PENDING
+        # Done, but not everyone was reached: exit 5 so cron and systemd do not file it as
+        # success (the summary lists the rows and the next command).
+        if any(self.counts.get(s, 0) for s in PROBLEM_STATUSES):
+            return errors.EXIT_PROBLEMS
+        return errors.EXIT_OK
 
 
 def check_writable(folder: Path) -> None:
@@ -120,6 +130,7 @@ def run(
     stats = RunStats(
         per_window=limits.requests_per_window,
         window=options.window_seconds or limits.window_seconds,
+        tz=job.tz,
     )
     if options.dry_run:
         return _dry_run(job, result, stats)
@@ -157,6 +168,8 @@ def run(
             wall_clock=wall_clock or utcnow,
             wait=sleep or StopClock(stop).sleep,
         )
+        # The display's ETA counts the wait for the next slot and the window's closed hours.
+        stats.next_free, stats.send_window = api.limiter.next_free_in, sender.window
         stopped = sender.go(result, options)
         counts = ledger.counts()
     reporter.stop()

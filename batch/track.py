@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 
 from rich.console import Console
 
@@ -46,7 +46,10 @@ from batch.channels import CHANNELS, channel_for
 from batch.client import LegallyMailClient
 from batch.client import build_client_from_env as build_client
 from batch.jobmodel import Job
-from batch.ledger import Ledger, utcnow
+from batch.ledger import Ledger, has_history, utcnow
+from batch.progress import NullReporter
+from batch.progress import Reporter as ProgressReporter
+from batch.stats import StepStats
 from batch.tracker import DEFAULT_DEADLINE, Tracker, TrackSummary
 
 __all__ = [
@@ -83,22 +86,26 @@ def track(
     sleep: Callable[[float], None] | None = None,
     stop: threading.Event | None = None,
     reporter: Reporter | None = None,
+    progress: ProgressReporter | None = None,
 ) -> TrackSummary:
-    """Bring the ledger's statuses up to date: one pass, or with `watch` until all are final."""
+    """Bring the ledger's statuses up to date: one pass, or with `watch` until all are final.
+
+    `reporter` hears of each pass's end; `progress` (batch.progress) shows each look-up.
+    """
     stop = stop or threading.Event()
     summary = TrackSummary(job.campaign)
     folder = job.output_dir
-    if not (folder / "ledger.parquet").exists() and not (folder / "journal.jsonl").exists():
-        raise errors.LedgerError(
-            f"{folder}: no ledger here: nothing was sent yet",
-            hint="run `lmbatch run` first",
-        )
+    if not has_history(folder):
+        raise errors.NothingSent(folder, job.path)
     own = client is None
     api = client if client is not None else build_client(job, stop=stop)
     wait = sleep or (lambda seconds: _stop_wait(stop, seconds))
+    shown = _Shown(job, api, summary, progress or NullReporter(), stop)
     try:
         with Ledger.open(folder, clock=clock) as ledger:
-            tracker = Tracker(job, api, ledger, summary, clock, until)
+            tracker = Tracker(
+                job, api, ledger, summary, clock, until, on_pass=shown.pass_, on_call=shown.call
+            )
             while True:
                 try:
                     tracker.one_pass()
@@ -111,6 +118,7 @@ def track(
                     summary.stopped = "stopped on request"
                     break
                 summary.next_pass_at = clock() + timedelta(seconds=interval)
+                shown.between(summary.next_pass_at)
                 if reporter is not None:
                     reporter(summary)
                 try:
@@ -124,6 +132,7 @@ def track(
             summary.next_pass_at = None
             tracker.recount()
     finally:
+        shown.progress.stop()
         if own:
             api.close()
     if reporter is not None:
@@ -131,8 +140,55 @@ def track(
     return summary
 
 
-def console_reporter(console: Console) -> Reporter:
-    """A progress display for `lmbatch track --watch`: one line per pass."""
+class _Shown:
+    """The look-ups of each pass as a progress display's steps."""
+
+    def __init__(
+        self,
+        job: Job,
+        api: LegallyMailClient,
+        summary: TrackSummary,
+        progress: ProgressReporter,
+        stop: threading.Event,
+    ) -> None:
+        limits = job.spec.limits
+        limiter = getattr(api, "limiter", None)  # scripted clients in tests have none
+        self.stats = StepStats(
+            per_window=limits.requests_per_window,
+            window=limits.window_seconds,
+            next_free=limiter.next_free_in if limiter is not None else None,
+            tz=job.tz,
+            label="tracking",
+            unit="look-ups",
+        )
+        self.summary, self.progress, self.stop, self.started = summary, progress, stop, False
+        self._before = 0  # calls made before this pass
+
+    def pass_(self, planned: int) -> None:
+        self.stats.total, self.stats.done, self.stats.between = planned, 0, None
+        self._before = self.summary.calls_total
+        self.stats.detail = f"pass {self.summary.passes}"
+        if not self.started:
+            self.started = True
+            self.progress.start(self.stats)
+        else:
+            self.progress.update(self.stats)
+
+    def call(self) -> None:
+        made = self.summary.calls_total - self._before
+        self.stats.done = min(made, self.stats.total)
+        self.stats.calls = self.summary.calls_total
+        self.progress.update(self.stats)
+        if self.stop.is_set():  # Ctrl-C: stop after the call in flight; what it found is kept
+            raise errors.WorkPending("interrupted")
+
+    def between(self, at: datetime) -> None:
+        self.stats.between = f"next pass at {at.astimezone(self.stats.tz):%a %H:%M %Z}"
+        self.progress.update(self.stats)
+
+
+def console_reporter(console: Console, tz: tzinfo | None = None) -> Reporter:
+    """A progress display for `lmbatch track --watch`: one line per pass, in `tz`."""
 
     def show(summary: TrackSummary) -> None:
         done = summary.final
@@ -140,8 +196,8 @@ def console_reporter(console: Console) -> Reporter:
         shown = ", ".join(f"{k} {v}" for k, v in sorted(summary.counts.items()))
         line = f"pass {summary.passes}: {done}/{total} final ({shown}); {summary.calls_total} calls"
         if summary.next_pass_at is not None:
-            line += f"; next look at {summary.next_pass_at:%Y-%m-%d %H:%M:%S} UTC"
-        console.print(line)
+            line += f"; next pass at {summary.next_pass_at.astimezone(tz):%a %H:%M %Z}"
+        console.print(line, markup=False, highlight=False)
 
     return show
 

@@ -63,7 +63,12 @@ class Tracker:
         summary: TrackSummary,
         clock: Callable[[], datetime],
         until: datetime | None,
+        *,
+        on_pass: Callable[[int], None] | None = None,
+        on_call: Callable[[], None] | None = None,
     ) -> None:
+        # Progress hooks (batch.track's display): a pass's planned look-ups, each call made.
+        self.on_pass, self.on_call = on_pass, on_call
         self.channel = channel_for(job.spec)
         self.api, self.ledger, self.summary, self.clock = api, ledger, summary, clock
         self.until = utc(until) if until is not None else None
@@ -86,6 +91,8 @@ class Tracker:
                     self.write(row, {"final": True})
             elif row.get("tracking_id") and not self._settled(row):
                 open_rows.append(row)
+        if self.on_pass is not None:
+            self.on_pass(len(_groups(open_rows)))
         if open_rows:
             self.channel.track(self, open_rows, sent)
         self.recount()
@@ -148,6 +155,9 @@ class Tracker:
         except errors.ApiError as err:
             self.summary.errors.append(str(err))
             return None
+        finally:
+            if self.on_call is not None:
+                self.on_call()
 
     def error(self, message: str) -> None:
         """Report a problem found in an answer; the pass goes on."""

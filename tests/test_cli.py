@@ -7,6 +7,7 @@ matters: there `python -m batch` runs in a subprocess against the same loopback 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -22,6 +23,7 @@ import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 from helpers import recipients_accepted, wait_for
+from rich.console import Console
 
 from batch import cli
 from batch.cli import main
@@ -123,7 +125,7 @@ def test_the_readme_job_file_validates(tmp_path: Path) -> None:
 
 def test_the_readme_documents_the_exit_codes_of_the_cli_docstring() -> None:
     doc = cli.__doc__ or ""
-    for code in range(5):
+    for code in range(6):
         assert re.search(rf"^\s+{code}\s+\S", doc, re.MULTILINE)
         assert re.search(rf"^\| {code} \| \S", README, re.MULTILINE), f"exit {code} not in README"
 
@@ -238,7 +240,9 @@ def test_json_log_lines_go_to_the_log_file(api: RunningSandbox, tmp_path: Path) 
     assert result.exit_code == 0
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert (events[0]["event"], events[0]["recipients"]) == ("start", 3)
-    assert events[-1]["event"] == "stop"
+    last = events[-1]
+    assert (last["event"], last["outcome"], last["exit_code"]) == ("stop", "done", 0)
+    assert last["counts"] == {"sent": 3}
     assert all(set(e) >= {"time", "event"} for e in events)
     assert TOKEN not in log.read_text()
 
@@ -248,7 +252,7 @@ def test_plain_log_lines_without_json(api: RunningSandbox, tmp_path: Path) -> No
     assert lmbatch("run", write_job(tmp_path, addresses(2)), "--log-file", log).exit_code == 0
     lines = log.read_text().splitlines()
     assert re.fullmatch(r"\S+ start recipients=2 requests=0/2 .*", lines[0])
-    assert lines[-1].endswith(" stop ")
+    assert re.fullmatch(r"\S+ stop outcome=done exit_code=0 sent=2", lines[-1])
 
 
 def test_export_failed_then_retry_failed_resends_only_the_fixed_rows(
@@ -256,7 +260,7 @@ def test_export_failed_then_retry_failed_resends_only_the_fixed_rows(
 ) -> None:
     emails = ["a@example.com", "fail-b@example.com", "c@example.com", "fail-d@example.com"]
     job = write_job(tmp_path, emails)
-    assert lmbatch("run", job).exit_code == 0
+    assert lmbatch("run", job).exit_code == 5  # done with problems: not a success
     failed_csv = tmp_path / "failed.csv"
 
     result = lmbatch("status", job, "--export-failed", failed_csv)
@@ -345,7 +349,102 @@ def test_the_token_never_appears_in_output_or_files(api: RunningSandbox, tmp_pat
     ]
     for args in runs:
         result = lmbatch(*args)  # asserts the token is absent from stdout and stderr
-        assert result.exit_code in (0, 3), (args, result.output)
+        assert result.exit_code in (0, 3, 5), (args, result.output)  # 5: the failed row
     for path in tmp_path.rglob("*"):
         if path.is_file() and path.suffix != ".yaml" and "state" not in path.parts:
             assert TOKEN.encode() not in path.read_bytes(), f"the token is in {path}"
+
+
+# ---------------------------------------------------------------- the truth at the end
+
+
+def test_a_run_with_failed_and_skipped_rows_exits_5_saying_why_and_what_next(
+    api: RunningSandbox, tmp_path: Path
+) -> None:
+    emails = ["a@example.com", "fail-b@example.com", "not-an-address", "d@example.com"]
+    job = write_job(tmp_path, emails)
+    result = lmbatch("run", job, "--skip-invalid")
+    assert result.exit_code == 5, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "campaign cli: 1 failed, 1 skipped, 2 sent"  # attention first
+    assert re.search(r"^  C-001 fail-b@example\.com: \S", result.stdout, re.MULTILINE)
+    assert re.search(r"^  C-002 : \S+", result.stdout, re.MULTILINE)  # the reason it was invalid
+    assert f"then: lmbatch run {job} --retry-failed" in result.stdout
+    assert f"then: lmbatch run {job}\n" in result.stdout
+    assert "done with problems (exit 5)" in result.stdout
+    assert all(line.endswith("\n") for line in result.stdout.splitlines(keepends=True))
+
+    status = lmbatch("status", job)
+    assert status.exit_code == 0
+    assert "1 skipped" in status.stdout and "C-002" in status.stdout
+    assert "nothing left to send; not everyone was reached" in status.stdout
+    assert "JOB" not in status.stdout and f"lmbatch run {job}" in status.stdout
+    rows = [line.split("│")[1].strip() for line in status.stdout.splitlines() if "│" in line]
+    assert rows == ["failed", "skipped", "sent"]  # the table, attention first
+
+
+@pytest.mark.parametrize(
+    ("case", "code"),
+    [("bad job file", 2), ("bad rows", 2), ("lock held", 4), ("token refused", 1),
+     ("credits short", 3)],
+)  # fmt: skip
+def test_the_last_log_line_carries_outcome_and_exit_code_on_every_exit(
+    api: RunningSandbox,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    case: str,
+    code: int,
+) -> None:
+    emails = addresses(3) if case != "bad rows" else ["a@example.com", "not-an-address"]
+    job = write_job(tmp_path, emails, extra="limits_typo: 3\n" if case == "bad job file" else "")
+    if case == "token refused":
+        monkeypatch.setenv("LEGALLYMAIL_TOKEN", "wrong-token-5d2b")
+    if case == "credits short":
+        api.state.set_credits(1)
+    log = tmp_path / "run.jsonl"
+    args = ("run", job, "--log-file", log, "--json-log")
+    if case == "lock held":
+        with CampaignLock(tmp_path / "out" / "cli" / "run.lock"):
+            result = lmbatch(*args)
+    else:
+        result = lmbatch(*args)
+    assert result.exit_code == code, result.output
+    last = json.loads(log.read_text().splitlines()[-1])
+    assert last["event"] == "stop" and last["exit_code"] == code
+    assert last["outcome"] == ("work left" if code == 3 else "error")
+    assert isinstance(last["counts"], dict) and last["message"]
+
+
+@pytest.mark.parametrize("command", ["status", "report", "track", "certificates"])
+def test_before_anything_was_sent_the_four_commands_agree(
+    api: RunningSandbox, tmp_path: Path, command: str
+) -> None:
+    job = write_job(tmp_path, addresses(2))
+    result = lmbatch(command, job)
+    assert result.exit_code == 3, result.output
+    assert f"error: nothing sent yet: no ledger in {tmp_path / 'out' / 'cli'}" in result.stderr
+    assert f"hint: validate and send with `lmbatch run {job}` first" in result.stderr
+    assert api.state.request_count() == 0
+
+
+def test_sms_in_doubt_are_counted_apart_from_what_is_left(tmp_path: Path) -> None:
+    from batch.report import StatusSummary, print_status
+
+    job = tmp_path / "jobs" / "reminder.yaml"
+    summary = StatusSummary(
+        "reminder",
+        tmp_path / "ledger.parquet",
+        {"in_doubt": 2, "sent": 5},
+        0,
+        in_doubt=[("K-1", "+34600000001", "answer lost"), ("K-2", "+34600000002", "lost")],
+        channel="sms",
+        job_path=job,
+    )
+    assert summary.remaining == 0
+    console = Console(file=io.StringIO(), width=80, record=True, soft_wrap=True)
+    print_status(summary, console)
+    text = console.export_text()
+    assert not re.search(r"\d+ left to send", text)
+    assert "nothing left to send; 2 in doubt to settle by hand" in text
+    assert f"lmbatch resolve {job} K-1 K-2 --sent" in text
+    assert "JOB" not in text and "KEY" not in text

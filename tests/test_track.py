@@ -104,7 +104,7 @@ def people(*emails: str) -> list[dict[str, str]]:
 def sent_job(world: World, rows: list[dict[str, str]], **options: Any) -> Job:
     """Write the job and send it through the real runner."""
     job = load_job(write_job(world.folder, rows, **options))
-    assert run(job).exit_code == 0
+    assert run(job).exit_code in (0, 5)  # 5: done, some refused (the test's `fail-` rows)
     return job
 
 
