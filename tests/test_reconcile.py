@@ -127,9 +127,11 @@ def detail(tracking_id: str, *recipients: tuple[str, str, str]) -> dict[str, Any
     }
 
 
-def probe(*addresses: str, anchor: str | None = "T-ANCHOR") -> Probe:
+def probe(*addresses: str, anchor: str | None = "T-ANCHOR", document: str = "") -> Probe:
     keys = tuple(f"K{i}" for i in range(1, len(addresses) + 1))
-    return Probe(addresses=addresses, keys=keys, subject=SUBJECT, anchor=anchor)
+    return Probe(
+        addresses=addresses, keys=keys, subject=SUBJECT, anchor=anchor, document_name=document
+    )
 
 
 # -- which listed sends count: the anchor ----------------------------------------------------
@@ -317,8 +319,7 @@ def test_a_signature_request_is_found_by_signer_and_document(
     api.signatures = [newer, signature("S-ANCHOR", "x@example.com", "Other.pdf")]
     found = reconcile_signature(
         client,
-        probe("Ann@example.com", anchor="S-ANCHOR"),
-        document_name="Contract 1.pdf",
+        probe("Ann@example.com", anchor="S-ANCHOR", document="Contract 1.pdf"),
         known_tracking_ids={"S-KNOWN"},
     )
     assert found.verdict is verdict
@@ -332,7 +333,7 @@ def test_a_signature_request_beyond_the_listing_stays_in_doubt(
 ) -> None:
     api.signatures = [signature(f"S-{i}", "x@example.com", "x.pdf") for i in range(LISTING_LIMIT)]
     found = reconcile_signature(
-        client, probe("ann@example.com"), document_name="c.pdf", known_tracking_ids=()
+        client, probe("ann@example.com", document="c.pdf"), known_tracking_ids=()
     )
     assert found.verdict is Verdict.UNKNOWN and not found.lookup_failed
 
@@ -342,7 +343,7 @@ def test_a_failed_signature_listing_is_a_failed_look_up(
 ) -> None:
     api.failing.add("/api/signatures")
     found = reconcile_signature(
-        client, probe("ann@example.com"), document_name="c.pdf", known_tracking_ids=()
+        client, probe("ann@example.com", document="c.pdf"), known_tracking_ids=()
     )
     assert found.verdict is Verdict.UNKNOWN and found.lookup_failed
 
