@@ -9,6 +9,7 @@ certified e-mail nor take the other campaign's message for its own.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,12 +25,16 @@ from batch.runner import NullReporter, RunStats, run
 from batch.sandbox import RunningSandbox, ShiftedClock, running_sandbox
 from batch.sandbox.faults import Faults
 from tests.helpers import (
+    DEADLINE,
     WINDOW,
     Campaign,
+    child_env,
     email_campaign,
     fault_sandbox,
     in_doubt_keys,
     ledger_of,
+    start_run,
+    wait_for,
 )
 
 LISTING = "/api/emails"
@@ -154,6 +159,37 @@ def test_a_subject_edited_while_a_send_is_in_doubt_does_not_cause_a_second_send(
         assert notes.count("found in the account's latest sends") == 1
         row = ledger_of(campaign).filter(pl.col("key") == key).row(0, named=True)
         assert row["status"] == "sent" and row["tracking_id"] == sent[0]["tracking_id"]
+
+
+@pytest.mark.slow
+def test_killed_while_the_answer_is_on_its_way_then_edited_the_notice_goes_out_once(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # SIGKILL between the send and its answer, on the campaign's very first send: no answer
+    # has taught the server's clock yet, and the look-up follows within the request's span,
+    # so the match is taken on ordering (sent after the anchor, seen before the look-up).
+    campaign = email_campaign(tmp_path / "job", personal=6, grouped=0, seed=2)
+    with running_sandbox(fault_sandbox(slow_seconds=3.0)) as sandbox:
+        sandbox.state.faults.force("slow")  # the first send is recorded, its answer held
+        child = start_run(campaign, child_env(sandbox, tmp_path / "state"), tmp_path / "logs")
+        wait_for(
+            lambda: sandbox.state.faults.counts.get("slow") == 1 and len(sandbox.state.log()) == 1,
+            "the first send recorded with its answer held",
+            timeout=DEADLINE,
+        )
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=DEADLINE) == -signal.SIGKILL
+        (key,) = in_doubt_keys(campaign)
+        address = campaign.by_key[key].address
+
+        rewrite_cell(campaign.job_path.parent / "people.csv", key, "subject", "Corrected notice")
+        point_at(environment, sandbox)
+        notes = Notes()
+        again = run(load_job(campaign.job_path), reporter=notes)
+
+        assert again.exit_code == errors.EXIT_OK, (again.counts, notes.lines)
+        assert len(sends_to(sandbox, address)) == 1
+        assert notes.count("found in the account's latest sends") == 1
 
 
 def test_the_intent_records_what_its_look_up_needs(
