@@ -266,7 +266,8 @@ def reconcile_email(
         recipients = detail.get("recipients") or []
         if {str(r.get("email") or "").lower() for r in recipients} != wanted:
             continue
-        when = item.get("sent_at") or item.get("created_at") or detail.get("sent_at")
+        # The record's creation is when the request was processed; sent_at may come later.
+        when = item.get("created_at") or item.get("sent_at") or detail.get("sent_at")
         doubt = ownership.time_doubt(tracking_id, when) if ownership is not None else None
         if doubt:
             doubts.append(doubt)

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from batch import errors
 from batch.cli import main
 from batch.jobfile import load_job
+from batch.ledger import Ledger
 from batch.runner import NullReporter, RunStats, run
 from batch.sandbox import RunningSandbox, ShiftedClock, running_sandbox
 from batch.sandbox.faults import Faults
@@ -283,3 +284,32 @@ def test_a_like_send_from_elsewhere_outside_the_intents_window_keeps_the_row_in_
         assert len(sends_to(sandbox, address)) == 2
         counted = Counter(str(e["recipient"]) for e in sandbox.state.log())
         assert all(n == 1 for a, n in counted.items() if a != address)
+
+
+# --- rows in doubt written before intents kept a probe -------------------------------------
+
+
+@pytest.mark.parametrize("edited", [False, True], ids=["unchanged", "subject edited"])
+def test_a_row_in_doubt_without_a_probe_uses_todays_render_only_if_it_is_what_was_sent(
+    environment: pytest.MonkeyPatch, tmp_path: Path, edited: bool
+) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=8, grouped=0, seed=1)
+    with running_sandbox(fault_sandbox(fault_endpoints=(SEND, LISTING))) as sandbox:
+        point_at(environment, sandbox)
+        key = stop_with_one_in_doubt(sandbox, campaign, "lost_response")
+        address = campaign.by_key[key].address
+        with Ledger.open(load_job(campaign.job_path).output_dir) as ledger:
+            ledger.update(key, probe=None)  # as an older lmbatch left it
+        if edited:
+            rewrite_cell(campaign.job_path.parent / "people.csv", key, "subject", "Corrected")
+
+        again = run(load_job(campaign.job_path))
+
+        assert len(sends_to(sandbox, address)) == 1, "sent twice"
+        row = ledger_of(campaign).filter(pl.col("key") == key).row(0, named=True)
+        if edited:  # today's render is not what was sent: it cannot prove anything
+            assert again.exit_code == errors.EXIT_PENDING
+            assert row["status"] == "in_doubt"
+            assert "row changed since" in row["error_details"]
+        else:
+            assert again.exit_code == errors.EXIT_OK and row["status"] == "sent"
