@@ -200,13 +200,17 @@ class Settler:
             return None
         if message is None or message.content_hash != entries[0].content_hash:
             return None  # today's render is not what was sent: it proves nothing
+        # The intent stamped updated_at; an older lmbatch wrote nothing on the row after it.
         at = rows["updated_at"][0] if "updated_at" in rows.columns else None
-        return probe_record(
+        record = probe_record(
             self.channel.look_up_fields(message.content),
             [e.address or "" for e in entries],
             to_utc(at) if isinstance(at, datetime) else self.clock(),
             request_span(self.job),
-        ) | ({} if isinstance(at, datetime) else {"at": None})
+        )
+        if not isinstance(at, datetime):
+            record["at"] = None  # unknown: its time can prove nothing
+        return record
 
     def _known_ids(self) -> set[str]:
         whole = self.ledger.frame("tracking_id", "parent_tracking_id")
