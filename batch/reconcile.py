@@ -4,11 +4,12 @@ The API has no idempotency key, so a send that may have been processed (lost res
 read timeout, 5xx) is looked up before anything is retried. `GET /api/emails` lists the
 account's last 25 e-mails; we look for ours among those newer than an *anchor*: the newest
 send this campaign knew of before the intent was written (or a listing taken before the
-campaign's first send). Clock-free on purpose: the API's timestamps carry no zone.
+campaign's first send). The anchor orders candidates without any clock; time only decides
+whether a candidate is ours (below), never that a send is absent.
 
 - Found: the listing shows our subject and recipient (a group send shows "Multiple
-  Recipients", so `GET /api/email` confirms its recipient list). Its tracking ids are
-  recorded as sent.
+  Recipients", so `GET /api/email` confirms its recipient list), and the send is shown to
+  be ours. Its tracking ids are recorded as sent.
 - Provably absent: the anchor is in the listing and nothing newer matches, or the listing
   holds the account's whole history (fewer entries than asked for) and nothing matches.
   Safe to send again.
