@@ -9,19 +9,24 @@ certified e-mail nor take the other campaign's message for its own.
 
 from __future__ import annotations
 
+import json
 import signal
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import polars as pl
 import pytest
 from click.testing import CliRunner
 
 from batch import errors
 from batch.cli import main
+from batch.client import LegallyMailClient
 from batch.jobfile import load_job
 from batch.ledger import Ledger
+from batch.pacing import SlidingWindowLimiter
+from batch.reconcile import MISSING_FROM_ANSWER
 from batch.runner import NullReporter, RunStats, run
 from batch.sandbox import RunningSandbox, ShiftedClock, running_sandbox
 from batch.sandbox.faults import Faults
@@ -313,3 +318,60 @@ def test_a_row_in_doubt_without_a_probe_uses_todays_render_only_if_it_is_what_wa
             assert "row changed since" in row["error_details"]
         else:
             assert again.exit_code == errors.EXIT_OK and row["status"] == "sent"
+
+
+# --- a recipient its send's answer left out keeps saying so while it stays in doubt --------
+
+
+class DropsOneRecipient(httpx.BaseTransport):
+    """A real-socket transport whose first group send's answer forgets one recipient."""
+
+    def __init__(self) -> None:
+        self.inner = httpx.HTTPTransport()
+        self.dropped: str | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        """Pass the request on; trim the answer once."""
+        response = self.inner.handle_request(request)
+        if self.dropped is not None or request.url.path != SEND:
+            return response
+        response.read()
+        body = json.loads(response.content)
+        named = body["data"]["recipients"]
+        if len(named) < 2 or named[0]["status"] != "sent":
+            return response
+        self.dropped = str(named.pop(0)["email"])
+        return httpx.Response(response.status_code, json=body)
+
+    def close(self) -> None:
+        """Close the real transport."""
+        self.inner.close()
+
+
+def test_a_recipient_left_out_of_an_answer_is_looked_up_in_its_send_after_a_failed_look_up(
+    environment: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    campaign = email_campaign(tmp_path / "job", personal=3, grouped=12, seed=2)
+    config = fault_sandbox(fault_endpoints=("/api/email",))
+    with running_sandbox(config) as sandbox:
+        point_at(environment, sandbox)
+        job = load_job(campaign.job_path)
+        transport = DropsOneRecipient()
+        limiter = SlidingWindowLimiter(10, WINDOW)
+        with LegallyMailClient(
+            sandbox.base_url, sandbox.token, limiter=limiter, transport=transport
+        ) as client:
+            assert run(job, client=client).exit_code == errors.EXIT_PENDING
+        assert transport.dropped is not None
+        (key,) = in_doubt_keys(campaign)
+
+        sandbox.state.faults.force("error_500", 5)  # every attempt at the send's detail
+        assert run(job).exit_code == errors.EXIT_PENDING
+        row = ledger_of(campaign).filter(pl.col("key") == key).row(0, named=True)
+        assert row["status"] == "in_doubt"
+        assert row["error_details"].startswith(f"{MISSING_FROM_ANSWER}: look-up of ")
+
+        notes = Notes()
+        assert run(job, reporter=notes).exit_code == errors.EXIT_OK
+        assert notes.count("found among the recipients of") == 1
+        assert len(sends_to(sandbox, transport.dropped)) == 1
