@@ -432,6 +432,20 @@ def schedule(job: Path, period: str | None, count: int) -> None:
 
 
 @main.command()
+@job_argument
+@handle_errors
+def recover(job: Path, period: str | None) -> None:
+    """Rebuild a lost or corrupt ledger.parquet from what the checkpoints kept beside it."""
+    from batch.ledger.recover import recover as rebuild
+    from batch.lock import CampaignLock
+
+    loaded = _load(job, period)
+    with CampaignLock(loaded.output_dir / "run.lock"):  # no run may write meanwhile
+        replayed = rebuild(loaded.output_dir)
+    _out().print(f"{loaded.output_dir / 'ledger.parquet'} rebuilt ({replayed} events replayed)")
+
+
+@main.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8025, show_default=True, help="Port (0 picks a free one).")
 @click.option("--token", default=None, help="The token clients must send (default: random).")

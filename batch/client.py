@@ -7,7 +7,9 @@ Error mapping (what it means for a retry):
     read/write timeout, read/write error, dropped      MaybeProcessed    in doubt
     connection, other transport error, 5xx
     200 whose body is not the documented JSON          MaybeProcessed    (sends); ApiError (reads)
-    400, 404, 405, other 4xx, 3xx, bad URL             PermanentApiError
+    3xx (any request); 404, 405 on a send              ConfigurationError (exit 1, nothing sent)
+    400, other 4xx (404: an unknown id on a look-up)   PermanentApiError
+    bad URL                                            PermanentApiError
     401                                                AuthError
     403                                                CreditsExhausted
 
@@ -42,6 +44,7 @@ from batch import __version__
 from batch.errors import (
     ApiError,
     AuthError,
+    ConfigurationError,
     CreditsExhausted,
     MaybeProcessed,
     NotProcessed,
@@ -363,10 +366,19 @@ class LegallyMailClient:
             raise MaybeProcessed(
                 message, status=status, endpoint=endpoint, hint=_in_doubt_hint(endpoint)
             )
-        hint = None
-        if 300 <= status < 400:
-            hint = "check api.base_url: the API answered with a redirect"
-        raise PermanentApiError(message, status=status, endpoint=endpoint, hint=hint)
+        # Redirects are never followed (a send replayed elsewhere could be a second one), and
+        # a send endpoint that does not exist is a setting, not a recipient's fault.
+        if 300 <= status < 400 or (endpoint.startswith("POST") and status in (404, 405)):
+            where = response.headers.get("location")
+            raise ConfigurationError(
+                message + (f" (redirect to {self._scrub(where)})" if where else ""),
+                status=status,
+                endpoint=endpoint,
+                hint="check api.base_url (or LEGALLYMAIL_BASE_URL): it must be the API's own "
+                "address, e.g. https://legallymail.com, with no path and no redirect; nothing "
+                "was sent and the rows stay pending",
+            )
+        raise PermanentApiError(message, status=status, endpoint=endpoint)
 
     def _api_message(self, response: httpx.Response) -> str:
         try:

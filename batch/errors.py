@@ -11,7 +11,9 @@
     │   │   └── Unreachable           connection refused, connect timeout, pool timeout
     │   ├── MaybeProcessed            read timeout, connection dropped after the request, 5xx:
     │   │                             the send may exist; reconcile before any retry
-    │   ├── PermanentApiError         400, 404, 405: retrying cannot help
+    │   ├── PermanentApiError         400, other 4xx: this request is wrong, retrying cannot help
+    │   ├── ConfigurationError        a send answered 3xx, 404 or 405: the base URL is wrong
+    │   │                             (exit 1; the rows stay pending)
     │   └── StopRun                   the run must stop, the ledger stays resumable (exit 3)
     │       ├── AuthError             401: token missing or refused (exit 1)
     │       └── CreditsExhausted      403 / not enough remaining credits (exit 3)
@@ -144,7 +146,17 @@ class MaybeProcessed(ApiError):
 
 
 class PermanentApiError(ApiError):
-    """400, 404, 405: the request is wrong and retrying cannot help."""
+    """400 and other 4xx: the request is wrong and retrying cannot help."""
+
+
+class ConfigurationError(ApiError):
+    """A send endpoint answered 3xx, 404 or 405: lmbatch is not talking to the API's send.
+
+    A wrong `api.base_url` path or a proxy answers every request the same way: marking each
+    recipient failed would burn the whole campaign on one setting. The run stops (exit 1)
+    and the rows stay pending. (A 404 on a look-up, `GET /api/email?tracking_id=…`, means
+    an unknown id and stays a PermanentApiError.)
+    """
 
 
 class StopRun(ApiError):

@@ -10,7 +10,10 @@ Exactly once rests on three rules kept here:
 
 What differs per channel (payload, endpoint, reading the answer, the look-up) is asked of
 the job's channel (batch.channels); settling sends in doubt is batch.settle, and the anchor
-a request id carries is batch.anchors.
+a request id carries is batch.anchors. The intent records what its look-up will compare
+(`probe_record`: the exact subject or document name, the addresses, the recipient count, our
+clock); each answer teaches the server's clock offset (batch.server_clock) and registers its
+tracking ids for this output root (batch.registry).
 """
 
 from __future__ import annotations
@@ -33,8 +36,11 @@ from batch.ledger import FAILED, PENDING, SENT, SKIPPED, Entry, Ledger
 from batch.pacing import StopClock
 from batch.plan import Batch, Plan, group
 from batch.progress import Reporter
+from batch.reconcile import probe_from, probe_record
+from batch.registry import TrackingRegistry
 from batch.render import Scan, render_keys
-from batch.settle import Settler
+from batch.server_clock import ServerClock
+from batch.settle import Settler, request_span
 from batch.stats import RunStats
 from batch.window import SendWindow
 
@@ -81,10 +87,24 @@ class Sender:
         self.job, self.api, self.ledger, self.frame = job, api, ledger, frame
         self.stats, self.reporter, self.stop = stats, reporter, stop
         self.channel = channel_for(job.spec)
-        self.settler = Settler(job, self.channel, api, ledger, frame, stats, reporter)
+        self.wall_clock: Callable[[], datetime] = wall_clock or (lambda: datetime.now(UTC))
+        self.server_clock = ServerClock(job.output_dir)
+        self.registry = TrackingRegistry(job.output_dir)
+        self.span = request_span(job)
+        self.settler = Settler(
+            job,
+            self.channel,
+            api,
+            ledger,
+            frame,
+            stats,
+            reporter,
+            clock=self.wall_clock,
+            server_clock=self.server_clock,
+            registry=self.registry,
+        )
         self.anchor: str | None = newest_parent(ledger.frame("parent_tracking_id", "sent_at"))
         self.anchor_checked = self.anchor is not None or not self.channel.anchored
-        self.wall_clock: Callable[[], datetime] = wall_clock or (lambda: datetime.now(UTC))
         self.wait: Callable[[float], None] = wait or StopClock(stop).sleep
         schedule = job.spec.schedule
         self.window = (
@@ -237,9 +257,13 @@ class Sender:
             raise errors.LedgerError("the dataset changed while the run was going; run again")
         if not self.anchor_checked:
             self._take_anchor()
-        payload = self.channel.payload(content, [m.address for m in messages])
+        addresses = [m.address for m in messages]
+        payload = self.channel.payload(content, addresses)
         request = request_id(self.anchor)
-        self.ledger.intent(request, list(batch.entries))
+        at = self.wall_clock()
+        # What a look-up of this send will compare, as sent: never a later render.
+        record = probe_record(self.channel.look_up_fields(content), addresses, at, self.span)
+        self.ledger.intent(request, list(batch.entries), record)
         try:
             data = self.channel.post(self.api, payload)
         except errors.NotProcessed as err:
@@ -247,7 +271,11 @@ class Sender:
             raise errors.WorkPending(f"the API kept refusing: {err}") from err
         except errors.MaybeProcessed as err:
             self.reporter.note(f"answer lost ({err}); looking the send up before any retry")
-            return self._reconcile(request, batch, content, self.anchor, err)
+            return self._reconcile(request, batch, record, err)
+        except errors.ConfigurationError as err:
+            # Not this recipient's fault: every send would get the same answer.
+            self.ledger.not_sent(request, batch.keys, str(err))
+            raise
         except errors.PermanentApiError as err:
             self.ledger.fail(batch.keys, err.message)
             self.stats.failed += len(batch.entries)
@@ -255,11 +283,16 @@ class Sender:
         except (errors.StopRun, errors.WorkPending) as err:
             self.ledger.not_sent(request, batch.keys, str(err))
             raise
-        self._record(request, batch, data, content)
+        self._record(request, batch, data, content, at)
         return True
 
     def _record(
-        self, request: str, batch: Batch, data: dict[str, Any], content: dict[str, Any]
+        self,
+        request: str,
+        batch: Batch,
+        data: dict[str, Any],
+        content: dict[str, Any],
+        at: datetime,
     ) -> None:
         answer = self.channel.answer(data, batch.entries)
         self.anchor = answer.anchor or self.anchor
@@ -269,6 +302,9 @@ class Sender:
             outcomes=answer.outcomes,
             sent_at=datetime.now(UTC),
         )
+        # After the ledger: a crash in between leaves an id unregistered, never a wrong one.
+        self.registry.record([answer.parent, *(o.tracking_id for o in answer.outcomes)])
+        self.server_clock.learn(answer.server_time, at, self.wall_clock())
         fields: dict[str, Any] = {}
         channel_data = self.channel.send_data(data, content)
         if channel_data is not None:
@@ -295,10 +331,11 @@ class Sender:
         self,
         request: str,
         batch: Batch,
-        content: dict[str, Any] | None,
-        anchor: str | None,
+        record: dict[str, Any],
         cause: errors.ApiError | None,
     ) -> bool:
-        done, found = self.settler.settle(request, batch, content, anchor, cause)
+        keys = batch.keys
+        probe = probe_from(record, keys, [e.address or "" for e in batch.entries], self.anchor)
+        done, found = self.settler.settle(request, batch, probe, record, cause)
         self.anchor = found or self.anchor
         return done

@@ -14,6 +14,7 @@ from batch.client import LegallyMailClient, RequestEvent
 from batch.errors import (
     ApiError,
     AuthError,
+    ConfigurationError,
     CreditsExhausted,
     MaybeProcessed,
     NotProcessed,
@@ -230,7 +231,7 @@ STATUS_TABLE = [
     (404, PermanentApiError, 1, 1),
     (405, PermanentApiError, 1, 1),
     (409, PermanentApiError, 1, 1),
-    (302, PermanentApiError, 1, 1),
+    (302, ConfigurationError, 1, 1),  # a redirect: the base URL is wrong, whatever the method
     (401, AuthError, 1, 1),
     (403, CreditsExhausted, 1, 1),
     (429, RateLimited, 3, 3),
@@ -238,6 +239,10 @@ STATUS_TABLE = [
     (502, MaybeProcessed, 3, 1),
     (503, MaybeProcessed, 3, 1),
 ]
+# A send endpoint that does not exist (or refuses the method) is a wrong base URL, not a
+# wrong request: the run stops with the rows pending (issue 12 item 10). On a look-up, 404
+# keeps meaning "unknown id".
+ON_SEND = {404: ConfigurationError, 405: ConfigurationError}
 
 
 @pytest.mark.parametrize(("code", "error", "get_tries", "post_tries"), STATUS_TABLE)
@@ -253,7 +258,7 @@ def test_status_codes_map_to_errors_and_retries(
     assert "the API's own words" in str(get_err.value)
 
     r = rig(status(code), attempts=3)
-    with pytest.raises(error) as post_err:
+    with pytest.raises(ON_SEND.get(code, error)) as post_err:
         r.client.send_email({})
     assert len(r.api.requests) == post_tries
     assert post_err.value.endpoint == "POST /api/send"
@@ -418,10 +423,11 @@ def test_a_single_attempt_means_no_retry(rig: Callable[..., Rig]) -> None:
 
 def test_redirects_are_not_followed(rig: Callable[..., Rig]) -> None:
     r = rig(httpx.Response(301, headers={"location": "https://elsewhere.test/api/send"}))
-    with pytest.raises(PermanentApiError) as err:
+    with pytest.raises(ConfigurationError) as err:
         r.client.send_email({})
     assert len(r.api.requests) == 1
     assert err.value.hint and "base_url" in err.value.hint
+    assert "elsewhere.test" in str(err.value)  # where the redirect pointed: the likely fix
 
 
 # --- the token never leaks --------------------------------------------------------------------

@@ -7,7 +7,9 @@ httpx.MockTransport, so the real client parses them; nothing is sent anywhere.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +22,20 @@ from batch.errors import InputError
 from batch.ledger import FAILED, IN_DOUBT, PENDING, SENT, Entry, Ledger, read_ledger
 from batch.reconcile import (
     LISTING_LIMIT,
+    Ownership,
     Probe,
     Verdict,
     newer_than_anchor,
+    probe_from,
+    probe_record,
     reconcile_email,
     reconcile_in_send,
     reconcile_signature,
     settle_by_hand,
+    window_of,
 )
+from batch.registry import TrackingRegistry
+from batch.server_clock import ServerClock
 
 BASE = "https://legallymail.test"
 SUBJECT = "Notice C-1001"
@@ -127,9 +135,11 @@ def detail(tracking_id: str, *recipients: tuple[str, str, str]) -> dict[str, Any
     }
 
 
-def probe(*addresses: str, anchor: str | None = "T-ANCHOR") -> Probe:
+def probe(*addresses: str, anchor: str | None = "T-ANCHOR", document: str = "") -> Probe:
     keys = tuple(f"K{i}" for i in range(1, len(addresses) + 1))
-    return Probe(addresses=addresses, keys=keys, subject=SUBJECT, anchor=anchor)
+    return Probe(
+        addresses=addresses, keys=keys, subject=SUBJECT, anchor=anchor, document_name=document
+    )
 
 
 # -- which listed sends count: the anchor ----------------------------------------------------
@@ -317,8 +327,7 @@ def test_a_signature_request_is_found_by_signer_and_document(
     api.signatures = [newer, signature("S-ANCHOR", "x@example.com", "Other.pdf")]
     found = reconcile_signature(
         client,
-        probe("Ann@example.com", anchor="S-ANCHOR"),
-        document_name="Contract 1.pdf",
+        probe("Ann@example.com", anchor="S-ANCHOR", document="Contract 1.pdf"),
         known_tracking_ids={"S-KNOWN"},
     )
     assert found.verdict is verdict
@@ -332,7 +341,7 @@ def test_a_signature_request_beyond_the_listing_stays_in_doubt(
 ) -> None:
     api.signatures = [signature(f"S-{i}", "x@example.com", "x.pdf") for i in range(LISTING_LIMIT)]
     found = reconcile_signature(
-        client, probe("ann@example.com"), document_name="c.pdf", known_tracking_ids=()
+        client, probe("ann@example.com", document="c.pdf"), known_tracking_ids=()
     )
     assert found.verdict is Verdict.UNKNOWN and not found.lookup_failed
 
@@ -342,7 +351,7 @@ def test_a_failed_signature_listing_is_a_failed_look_up(
 ) -> None:
     api.failing.add("/api/signatures")
     found = reconcile_signature(
-        client, probe("ann@example.com"), document_name="c.pdf", known_tracking_ids=()
+        client, probe("ann@example.com", document="c.pdf"), known_tracking_ids=()
     )
     assert found.verdict is Verdict.UNKNOWN and found.lookup_failed
 
@@ -386,3 +395,203 @@ def test_settled_by_hand_as_not_sent_goes_back_to_the_queue(
 def test_only_rows_in_doubt_can_be_settled_by_hand(in_doubt: Callable[[], Ledger]) -> None:
     with in_doubt() as ledger, pytest.raises(InputError, match="not in doubt: C"):
         settle_by_hand(ledger, ["A", "C"], sent=True)
+
+
+# -- what the intent recorded, and whether a match is ours (issue 12 items 1 and 2) ---------
+
+AT = datetime(2026, 11, 21, 9, 0, 0, tzinfo=UTC)  # our clock at the intent
+SPAN = 100.0  # seconds the request could take
+
+
+def learned(tmp_path: Path, ahead: float = 3600.0) -> ServerClock:
+    """A server clock that runs `ahead` seconds ahead of UTC, learned from one answer."""
+    clock = ServerClock(tmp_path)
+    server = (AT + timedelta(seconds=ahead)).strftime("%Y-%m-%d %H:%M:%S")
+    clock.learn(server, AT, AT + timedelta(seconds=1))
+    return clock
+
+
+def ownership(
+    clock: ServerClock | None,
+    registry: TrackingRegistry | None = None,
+    *,
+    prompt: bool = False,
+) -> Ownership:
+    return Ownership(
+        at=AT, until=AT + timedelta(seconds=SPAN), clock=clock, registry=registry, prompt=prompt
+    )
+
+
+def server_time(after_intent: float, ahead: float = 3600.0) -> str:
+    """The server's zone-less time of a send made `after_intent` seconds after our intent."""
+    moment = AT + timedelta(seconds=after_intent + ahead)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def test_the_server_clock_offset_is_learned_from_answers_and_kept(tmp_path: Path) -> None:
+    clock = learned(tmp_path)
+    assert clock.bounds is not None and 3598 <= clock.bounds[0] <= clock.bounds[1] <= 3601
+    again = ServerClock(tmp_path)  # the next run reads what this one learned
+    assert again.bounds == clock.bounds
+    earliest, latest = again.to_ours(server_time(30)) or (None, None)
+    assert earliest is not None and latest is not None
+    assert earliest <= AT + timedelta(seconds=30) <= latest
+    assert (latest - earliest).total_seconds() <= 4
+
+
+def test_answers_narrow_the_offset_and_a_zone_change_replaces_it(tmp_path: Path) -> None:
+    clock = ServerClock(tmp_path)
+    clock.learn(server_time(0), AT - timedelta(seconds=5), AT + timedelta(seconds=5))
+    wide = clock.bounds
+    clock.learn(server_time(60), AT + timedelta(seconds=59), AT + timedelta(seconds=61))
+    assert clock.bounds is not None and wide is not None
+    assert clock.bounds[1] - clock.bounds[0] < wide[1] - wide[0]
+    # Summer time ends: the server's wall clock falls back an hour. The latest answer wins.
+    clock.learn(server_time(120, ahead=0), AT + timedelta(seconds=120), AT + timedelta(seconds=121))
+    assert clock.bounds is not None and -2 <= clock.bounds[0] <= clock.bounds[1] <= 1
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"offset_low": 5, "offset_high": 1}'])
+def test_an_unreadable_offset_file_means_unknown(tmp_path: Path, content: str) -> None:
+    (tmp_path / "server-clock.json").write_text(content)
+    assert not ServerClock(tmp_path).known
+
+
+def test_the_probe_round_trips_through_the_ledger_cell() -> None:
+    record = probe_record({"subject": SUBJECT}, ["ann@example.com", "bob@example.com"], AT, SPAN)
+    assert json.loads(json.dumps(record)) == record
+    probe_ = probe_from(record, ["K2"], ["bob@example.com"], "T-ANCHOR")
+    assert probe_.subject == SUBJECT and probe_.count == 2 and probe_.keys == ("K2",)
+    assert probe_.sent_to == ("ann@example.com", "bob@example.com")
+    assert window_of(record) == (AT, AT + timedelta(seconds=SPAN))
+
+
+def test_a_group_partly_settled_by_hand_is_found_by_every_address_it_was_sent_to(
+    api: Api, client: LegallyMailClient
+) -> None:
+    # Bob was resolved by hand; Ann is still in doubt. The send had both: matching on Ann
+    # alone would "prove" it absent and send Ann a second notice.
+    group = {"recipient": "Multiple Recipients", "is_multi_recipient": True, "recipient_count": 2}
+    api.emails = [listed(12, "T-GROUP", subject=SUBJECT, **group), listed(11, "T-ANCHOR")]
+    api.details["T-GROUP"] = detail(
+        "T-GROUP", ("ann@example.com", "sent", "R-1"), ("bob@example.com", "sent", "R-2")
+    )
+    record = probe_record({"subject": SUBJECT}, ["ann@example.com", "bob@example.com"], AT, SPAN)
+    probe_ = probe_from(record, ["K1"], ["ann@example.com"], "T-ANCHOR")
+    found = reconcile_email(client, probe_, known_tracking_ids=set())
+    assert found.verdict is Verdict.FOUND
+    assert [(o.key, o.tracking_id) for o in found.outcomes] == [("K1", "R-1")]
+
+
+def test_a_listed_send_with_another_recipient_count_is_not_ours(
+    api: Api, client: LegallyMailClient
+) -> None:
+    group = {"recipient": "Multiple Recipients", "is_multi_recipient": True, "recipient_count": 3}
+    api.emails = [listed(12, "T-GROUP", subject=SUBJECT, **group), listed(11, "T-ANCHOR")]
+    record = probe_record({"subject": SUBJECT}, ["ann@example.com", "bob@example.com"], AT, SPAN)
+    found = reconcile_email(
+        client,
+        probe_from(record, ["K1", "K2"], list(record["addresses"]), "T-ANCHOR"),
+        known_tracking_ids=set(),
+    )
+    assert found.verdict is Verdict.ABSENT and api.calls("/api/email") == 0
+
+
+def single_match(api: Api, sent_at: str) -> None:
+    api.emails = [
+        listed(12, "T-NEW", recipient="ann@example.com", subject=SUBJECT, sent_at=sent_at),
+        listed(11, "T-ANCHOR"),
+    ]
+    api.details["T-NEW"] = detail("T-NEW", ("ann@example.com", "sent", "R-1"))
+
+
+@pytest.mark.parametrize(
+    ("after_intent", "verdict"),
+    [
+        (2, Verdict.FOUND),
+        (SPAN + 30, Verdict.FOUND),
+        (-3600 * 2, Verdict.UNKNOWN),
+        (SPAN + 600, Verdict.UNKNOWN),
+    ],
+    ids=["right after", "late in the span", "hours before", "long after"],
+)
+def test_a_match_counts_as_ours_only_inside_the_intents_window(
+    api: Api, client: LegallyMailClient, tmp_path: Path, after_intent: float, verdict: Verdict
+) -> None:
+    single_match(api, server_time(after_intent))
+    found = reconcile_email(
+        client,
+        probe("ann@example.com"),
+        known_tracking_ids=set(),
+        ownership=ownership(learned(tmp_path)),
+    )
+    assert found.verdict is verdict
+    if verdict is Verdict.UNKNOWN:  # never "absent": something like it is there
+        assert "cannot be shown to be ours" in found.reason and not found.lookup_failed
+        assert "outside this send's window" in found.reason
+
+
+@pytest.mark.parametrize(("prompt", "verdict"), [(True, Verdict.FOUND), (False, Verdict.UNKNOWN)])
+def test_without_a_learned_offset_only_a_prompt_look_up_takes_a_match(
+    api: Api, client: LegallyMailClient, tmp_path: Path, prompt: bool, verdict: Verdict
+) -> None:
+    single_match(api, server_time(5))
+    found = reconcile_email(
+        client,
+        probe("ann@example.com"),
+        known_tracking_ids=set(),
+        ownership=ownership(ServerClock(tmp_path), prompt=prompt),
+    )
+    assert found.verdict is verdict
+    if not prompt:
+        assert "offset is not known yet" in found.reason
+
+
+def test_a_send_another_campaign_registered_is_proven_not_ours(
+    api: Api, client: LegallyMailClient, tmp_path: Path
+) -> None:
+    single_match(api, server_time(5))
+    TrackingRegistry(tmp_path / "out" / "other").record(["T-NEW", "R-1"])
+    mine = TrackingRegistry(tmp_path / "out" / "mine")
+    found = reconcile_email(
+        client,
+        probe("ann@example.com"),
+        known_tracking_ids=set(),
+        ownership=ownership(learned(tmp_path), mine),
+    )
+    assert found.verdict is Verdict.ABSENT  # the anchor is in view and nothing else matches
+    assert api.calls("/api/email") == 0
+    assert mine.other_owner("T-NEW") == "other"
+    assert TrackingRegistry(tmp_path / "out" / "other").other_owner("T-NEW") is None
+
+
+def test_the_registry_reads_lines_appended_since_and_waits_for_a_torn_one(
+    tmp_path: Path,
+) -> None:
+    mine = TrackingRegistry(tmp_path / "mine")
+    assert mine.other_owner("T-1") is None  # no file yet
+    TrackingRegistry(tmp_path / "other").record(["T-1"])
+    with mine.path.open("a") as file:
+        file.write("third\tT-2")  # a line still being written
+    assert mine.other_owner("T-1") == "other" and mine.other_owner("T-2") is None
+    with mine.path.open("a") as file:
+        file.write("\n")
+    assert mine.other_owner("T-2") == "third"
+
+
+@pytest.mark.parametrize(
+    ("created_after", "verdict"), [(3, Verdict.FOUND), (3600, Verdict.UNKNOWN)]
+)
+def test_a_signature_request_is_ours_only_inside_the_window(
+    api: Api, client: LegallyMailClient, tmp_path: Path, created_after: float, verdict: Verdict
+) -> None:
+    newer = signature("S-NEW", "ann@example.com", "Contract 1.pdf")
+    newer["created_at"] = server_time(created_after)
+    api.signatures = [newer, signature("S-ANCHOR", "x@example.com", "Other.pdf")]
+    found = reconcile_signature(
+        client,
+        probe("ann@example.com", anchor="S-ANCHOR", document="Contract 1.pdf"),
+        known_tracking_ids=set(),
+        ownership=ownership(learned(tmp_path)),
+    )
+    assert found.verdict is verdict

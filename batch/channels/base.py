@@ -21,7 +21,7 @@ from batch.compiled import Compiled, RowContext, Templates
 from batch.jobmodel import JobSpec
 from batch.ledger import Entry, Outcome
 from batch.message import Message
-from batch.reconcile import Finding, Probe
+from batch.reconcile import Finding, Ownership, Probe
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]  # a job-file location and what is wrong there
@@ -51,6 +51,7 @@ class Answer:
     parent: str | None  # the request's own id (group tracking id, SMS or signature uuid)
     outcomes: list[Outcome]
     anchor: str | None = None  # the newest send on the account now, when the answer proves it
+    server_time: str | None = None  # the server's zone-less time of the send, if the answer says
 
 
 @dataclass(frozen=True)
@@ -179,14 +180,18 @@ class Channel(Protocol):
         """The account's newest send before our first: what "newer" means if one is lost."""
         ...
 
+    def look_up_fields(self, content: dict[str, Any]) -> dict[str, Any]:
+        """What of a send's content its look-up compares, recorded with the intent."""
+        ...
+
     def look_up(
         self,
         api: LegallyMailClient,
         probe: Probe,
-        content: dict[str, Any],
         known_tracking_ids: Collection[str],
+        ownership: Ownership | None,
     ) -> Finding:
-        """Whether a send in doubt took effect (batch.reconcile's rules)."""
+        """Whether a send in doubt took effect (batch.reconcile's rules), from what was sent."""
         ...
 
     # -- tracking, preview -----------------------------------------------------------------

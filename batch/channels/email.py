@@ -46,7 +46,7 @@ from batch.documents import check_size
 from batch.jobmodel import JobSpec
 from batch.ledger import FAILED, IN_DOUBT, SENT, Entry, Outcome
 from batch.message import Message, text_digest
-from batch.reconcile import MISSING_FROM_ANSWER, Finding, Probe, reconcile_email
+from batch.reconcile import MISSING_FROM_ANSWER, Finding, Ownership, Probe, reconcile_email
 
 
 class EmailBuilder:
@@ -247,7 +247,13 @@ class EmailChannel:
             outcomes.append(
                 Outcome(entry.key, status, found.get("tracking_id"), found.get("error_details"))
             )
-        return Answer(str(parent) if parent else None, outcomes, str(parent) if parent else None)
+        sent_at = data.get("sent_at")
+        return Answer(
+            str(parent) if parent else None,
+            outcomes,
+            str(parent) if parent else None,
+            sent_at if isinstance(sent_at, str) else None,
+        )
 
     def send_data(self, data: dict[str, Any], content: dict[str, Any]) -> dict[str, Any] | None:
         """Nothing: tracking brings everything an e-mail's answer could say."""
@@ -263,15 +269,21 @@ class EmailChannel:
         listing = api.list_emails(1)
         return str(listing[0].get("tracking_id")) if listing else None
 
+    def look_up_fields(self, content: dict[str, Any]) -> dict[str, Any]:
+        """The exact subject sent."""
+        return {"subject": str(content.get("subject") or "")}
+
     def look_up(
         self,
         api: LegallyMailClient,
         probe: Probe,
-        content: dict[str, Any],
         known_tracking_ids: Collection[str],
+        ownership: Ownership | None,
     ) -> Finding:
         """By subject and recipients among the e-mails newer than the anchor."""
-        return reconcile_email(api, probe, known_tracking_ids=known_tracking_ids)
+        return reconcile_email(
+            api, probe, known_tracking_ids=known_tracking_ids, ownership=ownership
+        )
 
     def is_final(self, status: str | None, data: Row | None = None) -> bool:
         """Read, bounced or failed."""

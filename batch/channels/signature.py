@@ -44,7 +44,7 @@ from batch.compiled import RowContext, Templates
 from batch.jobmodel import JobSpec
 from batch.ledger import SENT, Entry, Outcome
 from batch.message import Message
-from batch.reconcile import Finding, Probe, reconcile_signature
+from batch.reconcile import Finding, Ownership, Probe, reconcile_signature
 
 MAX_SIGNERS = 5  # the API accepts at most 5 signers per request
 DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB
@@ -227,7 +227,9 @@ class SignatureChannel:
         """
         uid = data.get("uuid") or (data.get("data") or {}).get("uuid")
         parent = str(uid) if uid else None
-        return Answer(parent, [Outcome(e.key, SENT, parent, None) for e in entries], parent)
+        created = data.get("created_at") or (data.get("data") or {}).get("created_at")
+        outcomes = [Outcome(e.key, SENT, parent, None) for e in entries]
+        return Answer(parent, outcomes, parent, created if isinstance(created, str) else None)
 
     def send_data(self, data: dict[str, Any], content: dict[str, Any]) -> dict[str, Any] | None:
         """The status at send time, the document's name and each signer as sent.
@@ -256,19 +258,20 @@ class SignatureChannel:
         listing = api.signatures(1)
         return str(listing[0].get("uuid")) if listing else None
 
+    def look_up_fields(self, content: dict[str, Any]) -> dict[str, Any]:
+        """The exact document name sent."""
+        return {"document_name": str(content.get("document_name") or "")}
+
     def look_up(
         self,
         api: LegallyMailClient,
         probe: Probe,
-        content: dict[str, Any],
         known_tracking_ids: Collection[str],
+        ownership: Ownership | None,
     ) -> Finding:
         """By first signer and document name among the requests newer than the anchor."""
         return reconcile_signature(
-            api,
-            probe,
-            document_name=str(content.get("document_name", "")),
-            known_tracking_ids=known_tracking_ids,
+            api, probe, known_tracking_ids=known_tracking_ids, ownership=ownership
         )
 
     def is_final(self, status: str | None, data: Row | None = None) -> bool:

@@ -37,7 +37,7 @@ from batch.compiled import RowContext, Templates
 from batch.jobmodel import JobSpec
 from batch.ledger import FAILED, SENT, Entry, Outcome
 from batch.message import Message, text_digest
-from batch.reconcile import Finding, Probe, Verdict
+from batch.reconcile import Finding, Ownership, Probe, Verdict
 
 SMS_MAX_CHARS = 300  # the API charges one credit per message up to 300 characters
 # Certified SMS have no listing to look them up in: only the operator can settle them.
@@ -157,12 +157,16 @@ class SmsChannel:
         """None: SMS cannot be listed."""
         return None
 
+    def look_up_fields(self, content: dict[str, Any]) -> dict[str, Any]:
+        """Nothing: an SMS is never looked up."""
+        return {}
+
     def look_up(
         self,
         api: LegallyMailClient,
         probe: Probe,
-        content: dict[str, Any],
         known_tracking_ids: Collection[str],
+        ownership: Ownership | None,
     ) -> Finding:
         """Never decided here: only the operator can."""
         return Finding(

@@ -203,8 +203,13 @@ class Ledger:
             )
             self._queued = queued.sort("key")
 
-    def intent(self, request_id: str, entries: Sequence[Entry]) -> None:
-        """Record, durably, that `entries` are about to be sent under `request_id`."""
+    def intent(
+        self, request_id: str, entries: Sequence[Entry], probe: dict[str, Any] | None = None
+    ) -> None:
+        """Record, durably, that `entries` are about to be sent under `request_id`.
+
+        `probe` (what a look-up of this send needs, batch.reconcile) is kept with each row.
+        """
         now = self._now()
         rows: dict[str, Row] = {}
         for entry in entries:
@@ -223,6 +228,7 @@ class Ledger:
                 "attempts": (current["attempts"] or 0) + 1 if current else 1,
                 "request_id": request_id,
                 "error_details": None,
+                "probe": normalise("probe", probe),
                 "updated_at": now,
             }
             if current is None:

@@ -49,6 +49,9 @@ SCHEMA: dict[str, pl.DataType] = {
     "attempts": pl.Int32(),
     "content_hash": pl.String(),
     "request_id": pl.String(),  # our own id of the last send attempt (write-ahead intent)
+    # What a look-up of that attempt needs, as sent (JSON, written with the intent; the format
+    # is batch.reconcile's `probe_record`): never today's render.
+    "probe": pl.String(),
     "queued_at": UTC_US,
     "sent_at": UTC_US,
     "updated_at": UTC_US,
@@ -61,7 +64,7 @@ SCHEMA: dict[str, pl.DataType] = {
     "certificate_paths": pl.String(),
     "channel_data": pl.String(),
 }
-JSON_COLUMNS = frozenset({"certificates", "certificate_paths", "channel_data"})
+JSON_COLUMNS = frozenset({"certificates", "certificate_paths", "channel_data", "probe"})
 
 # The columns a send decision and the state machine need: the ledger keeps these in memory;
 # everything else stays in the parquet until a whole frame is asked for.
