@@ -22,6 +22,7 @@ import polars as pl
 from click.testing import CliRunner
 
 from batch.cli import main
+from batch.errors import EXIT_OK, EXIT_PROBLEMS
 from batch.jobfile import load_job
 from batch.ledger import read_ledger
 from batch.sandbox import RunningSandbox, SandboxConfig
@@ -291,3 +292,8 @@ def start_run(campaign: Campaign, env: dict[str, str], logs: Path) -> subprocess
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def done_code(campaign: Campaign) -> int:
+    """The exit code of a run that finished `campaign`: 5 when some recipient was refused."""
+    return EXIT_PROBLEMS if any(r.fails for r in campaign.recipients) else EXIT_OK

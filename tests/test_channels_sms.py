@@ -234,7 +234,7 @@ def test_the_sms_answer_gives_its_uuid(data: dict[str, Any]) -> None:
 
 def test_an_sms_in_doubt_is_never_decided_by_a_look_up() -> None:
     probe = Probe(("+34612345678",), ("K",), "", None)
-    finding = SMS.look_up(None, probe, {"message": "x"}, set())  # type: ignore[arg-type]
+    finding = SMS.look_up(None, probe, set(), None)  # type: ignore[arg-type]
     assert finding.verdict is Verdict.UNKNOWN and "lmbatch resolve" in finding.reason
     assert SMS.newest_send(None) is None  # type: ignore[arg-type]
     assert SMS.remaining_credits({"user": {"remaining_emails": 3}}) is None

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import polars as pl
 from click.testing import CliRunner
+from helpers import email_campaign
 
 from batch.cli import main
 from batch.errors import EXIT_ERROR, EXIT_OK
 from batch.jobfile import load_job
 from batch.ledger import PARQUET_NAME, Entry, Ledger, Outcome, read_ledger
-from tests.helpers import email_campaign
 
 
 def test_a_lost_checkpoint_is_rebuilt_by_the_recover_command(tmp_path: Path) -> None:

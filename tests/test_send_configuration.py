@@ -15,6 +15,7 @@ import httpx
 import polars as pl
 import pytest
 from click.testing import CliRunner
+from helpers import email_campaign, fault_sandbox, ledger_of, sms_campaign
 
 from batch import errors
 from batch.cli import main
@@ -22,7 +23,6 @@ from batch.client import LegallyMailClient
 from batch.jobfile import load_job
 from batch.runner import run
 from batch.sandbox import running_sandbox
-from tests.helpers import email_campaign, fault_sandbox, ledger_of, sms_campaign
 
 
 class _Unlimited:
