@@ -69,7 +69,11 @@ def _load(job: Path, period: str | None) -> Any:
 def _settings(job: Any) -> Settings:
     """The environment, read once per command: the token named by the job's api.token_env,
     LEGALLYMAIL_BASE_URL and the rate limiter's state folder."""
-    return Settings.from_env(job.spec.api.token_env)
+    from batch.client import base_url
+
+    settings = Settings.from_env(job.spec.api.token_env)
+    base_url(settings, job)  # where the token may go: checked before anything is written
+    return settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

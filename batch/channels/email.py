@@ -47,6 +47,8 @@ class EmailBuilder:
     def __init__(self, spec: JobSpec, templates: Templates, files: JobFiles) -> None:
         msg = spec.message
         self._files = files
+        self._max_file = spec.limits.max_attachment_bytes
+        self._max_message = spec.limits.max_message_attachment_bytes
         self._name = templates.inline(spec.recipient.name)
         self._address = templates.inline(EMAIL.address_source(spec))
         self._subject = templates.inline(msg.subject)
@@ -93,6 +95,13 @@ class EmailBuilder:
                     digests.append(found[1])
             content["attachments"] = files
             hashable["attachments"] = digests
+            total = sum(len(f["content"]) * 3 // 4 for f in files)
+            if total > self._max_message:
+                row.fail(
+                    "message.attachments",
+                    f"the attachments hold about {total:,} bytes; the limit per message is "
+                    f"{self._max_message:,} (limits.max_message_attachment_bytes in the job file)",
+                )
         if address is None or not subject or body is None or row.errors:
             return None
         return address, name, content, hashable, subject
@@ -109,7 +118,12 @@ class EmailBuilder:
         if rendered is None:
             return None
         path = row.check(f"{where}.path", lambda: self._files.resolve(rendered))
-        entry = None if path is None else row.check(f"{where}.path", lambda: self._files.read(path))
+        limit = self._max_file
+        entry = (
+            None
+            if path is None
+            else row.check(f"{where}.path", lambda: self._files.read(path, max_bytes=limit))
+        )
         if path is None or entry is None:
             return None
         filename = (shown or "").strip() or path.name
