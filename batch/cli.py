@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from batch import errors
 from batch.limits import MAX_RECIPIENTS_PER_REQUEST, REQUESTS_PER_WINDOW, WINDOW_SECONDS
@@ -29,6 +30,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # soft_wrap: never break a line at the terminal's width. Under cron or in a pipe rich assumes 80
 # columns, which split `file:line key` errors, resume commands and crontab lines in two.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+# After Ctrl-C or SIGTERM, how long a request in flight may still take before it is cut short.
+STOP_GRACE_SECONDS = 10.0
 
 
 def _out() -> Console:
@@ -44,10 +47,19 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except errors.BatchError as err:
-            console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
+            # Messages hold data and server text: escaped, so `[/x]` or `[red]` print as written.
+            console.print(f"[red]error:[/] {escape(str(err))}", markup=True, highlight=False)
             if err.hint:
-                console.print(f"[dim]hint:[/] {err.hint}")
+                console.print(f"[dim]hint:[/] {escape(err.hint)}")
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            # A second Ctrl-C or SIGTERM cut a request short: the journal holds its intent, so
+            # the ledger is consistent and the next run looks that request up first.
+            console.print(
+                "[yellow]interrupted[/]: the ledger is consistent; run the same command again "
+                "to resume (a request cut short is looked up before anything new is sent)"
+            )
+            sys.exit(errors.EXIT_PENDING)
 
     return wrapper  # type: ignore[return-value]
 
@@ -465,7 +477,12 @@ def _print_run(summary: Any, job: Path, period: str | None) -> None:
 
 
 class _stop_on_signals:
-    """Ctrl-C and SIGTERM ask the run to stop after the request in flight."""
+    """Ctrl-C and SIGTERM ask the run to stop after the request in flight; one is enough.
+
+    A request still in flight STOP_GRACE_SECONDS after the signal (a hung server) is cut short
+    by SIGALRM, as a second signal cuts it at once: the journal already holds its intent, so
+    the ledger stays consistent and the next run looks the request up before anything new.
+    """
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
@@ -476,11 +493,18 @@ class _stop_on_signals:
             raise KeyboardInterrupt
         self.stop.set()
         console.print("[yellow]stopping after the request in flight…[/]")
+        signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+
+    @staticmethod
+    def _cut_short(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
 
     def __enter__(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.saved[sig] = signal.signal(sig, self._handle)
+        self.saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._cut_short)
 
     def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)

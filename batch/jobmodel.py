@@ -25,7 +25,7 @@ from batch.guard import check_base_url
 
 # Upper bounds of the job file's numbers: far above any sensible value, low enough that a
 # typo cannot hang a run (a timeout of 1e9 s) or overflow a computation.
-MAX_TIMEOUT_SECONDS = 600.0  # a request in flight; SIGTERM waits at most this long for it
+MAX_TIMEOUT_SECONDS = 120.0  # a request in flight: the first SIGTERM waits at most this long
 MAX_WINDOW_SECONDS = 86_400.0  # one day
 MAX_BACKOFF_SECONDS = 3_600.0
 MAX_REQUESTS_PER_WINDOW = 100_000

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.context
+import os
 import signal
 import sys
 import threading
@@ -124,12 +125,12 @@ def scan_parallel(
 
 def _kill(pool: ProcessPoolExecutor) -> None:
     """Cancel what has not started and end the workers now, mid-chunk: their work is lost
-    on purpose (nothing of a scan is kept)."""
+    on purpose (a scan writes nothing), so SIGKILL is safe and cannot be caught or ignored."""
     processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
     for process in processes:
         with contextlib.suppress(Exception):
-            process.terminate()
+            process.kill()
     for process in processes:
         with contextlib.suppress(Exception):
             process.join(timeout=5)
@@ -143,8 +144,11 @@ def _cancel_on_signals(cancelled: threading.Event) -> Iterator[None]:
         yield  # signals are only ever handled by the main thread
         return
     saved: dict[int, Any] = {}
+    owner = os.getpid()
 
     def handle(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != owner:  # a worker forked with this handler, before its initializer
+            os._exit(128 + signum)
         first = not cancelled.is_set()
         cancelled.set()
         previous = saved.get(signum)

@@ -11,22 +11,28 @@ import base64
 import http.server
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from batch.cli import main
+from batch.cli import STOP_GRACE_SECONDS, main
 from batch.client import LegallyMailClient, _limiter_key
 from batch.errors import MAX_MESSAGE_CHARS, BatchError, JobFileError, RowError, RowErrors
 from batch.jobfile import _check_duplicate_keys, load_job
+from batch.ledger import read_ledger
 from batch.pacing import SlidingWindowLimiter
 from batch.sandbox import FakeClock
+from tests.helpers import recipients_accepted, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "tok-Hard3ned-secret"
@@ -328,3 +334,118 @@ def test_unbounded_numbers_are_job_file_errors(
     assert result.exit_code == 2, result.output
     assert f"job.yaml:5 {key}:" in result.output
     assert not (tmp_path / "out").exists()
+
+
+# --- 4. stopping always works -------------------------------------------------------------------
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is `pid` (the scan's workers), read from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(
+    (os.cpu_count() or 1) < 2 or not Path("/proc/self/stat").exists(),
+    reason="the parallel scan needs two CPUs; workers are found through /proc",
+)
+@pytest.mark.parametrize(
+    "how, signals",
+    [("term", 1), ("ctrl-c", 1), ("ctrl-c", 2), ("term", 2)],
+)
+def test_a_signal_ends_the_parallel_scan_of_5000_rows_at_once(
+    tmp_path: Path, how: str, signals: int
+) -> None:
+    # Each row loops 300,000 times: the whole scan takes far longer than the hang guard.
+    slow = "{% for i in range(300) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+    job = write_job(tmp_path, rows=5_000, body=slow + "<p>{{ name }}</p>")
+    env = dict(
+        os.environ,
+        LEGALLYMAIL_TOKEN=TOKEN,
+        LEGALLYMAIL_BASE_URL="http://127.0.0.1:9",
+        LMBATCH_STATE_DIR=str(tmp_path / "state"),
+    )
+    env.pop("PYTHONWARNINGS", None)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "batch", "run", str(job)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(_children(child.pid)) < 2:  # the workers are up: the scan is running
+            assert child.poll() is None, child.communicate()[0].decode()
+            assert time.monotonic() < deadline, "the scan never started"
+            time.sleep(0.01)
+        for _ in range(signals):
+            if how == "ctrl-c":  # the terminal signals the whole group, workers included
+                os.killpg(child.pid, signal.SIGINT)
+            else:  # cron, systemd, kill: the process itself
+                child.send_signal(signal.SIGTERM)
+        output = child.communicate(timeout=20)[0].decode()  # a hang guard, not a measure
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+    assert child.returncode == 3, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output
+    assert "interrupted while checking the rows; nothing was sent by this run" in output
+    assert "hint: run the same command again to resume" in output
+    # The ledger is as it was: the run never opened it.
+    folder = tmp_path / "out" / "hard"
+    assert not folder.exists() or not any(folder.iterdir())
+    assert _children(child.pid) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals", [1, 2])
+def test_a_request_in_flight_is_cut_short_and_the_ledger_stays_consistent(
+    tmp_path: Path, sandbox_factory: Any, signals: int
+) -> None:
+    # The sandbox records the send, then holds its answer far longer than the test may wait:
+    # one signal cuts it after STOP_GRACE_SECONDS, a second one at once.
+    sandbox = sandbox_factory(faults={"slow": 1.0}, slow_seconds=120.0)
+    job = write_job(tmp_path, rows=1, extra="api: {timeout_seconds: 120}\n")
+    env = dict(
+        os.environ,
+        LEGALLYMAIL_TOKEN=sandbox.token,
+        LEGALLYMAIL_BASE_URL=sandbox.base_url,
+        LMBATCH_STATE_DIR=str(tmp_path / "state"),
+    )
+    log = tmp_path / "run.out"
+    with open(log, "wb") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "batch", "run", str(job)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: bool(recipients_accepted(sandbox)), "the send to be in flight")
+        child.send_signal(signal.SIGTERM)
+        if signals == 2:  # signals do not queue: the second must follow the first's handling
+            wait_for(lambda: "stopping after" in log.read_text(), "the first signal's note")
+            child.send_signal(signal.SIGTERM)
+        child.wait(timeout=STOP_GRACE_SECONDS + 30)  # a hang guard, not a measure
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    output = log.read_text()
+    assert child.returncode == 3, output
+    assert "Traceback" not in output
+    assert "interrupted: the ledger is consistent; run the same command again to resume" in output
+    ledger = read_ledger(tmp_path / "out" / "hard")
+    assert ledger.select("key", "status").rows() == [("K0", "in_doubt")]
