@@ -132,7 +132,7 @@ def preview(job: Path, period: str | None, limit: int) -> None:
     loaded = _load(job, period)
     frame, result = read_and_scan(loaded)
     index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
-    _out().print(f"preview: {index}")
+    _out().print(f"preview: {index}", markup=False)
     if result.errors:
         raise errors.RowErrors(result.errors)
 
@@ -205,7 +205,9 @@ def status(job: Path, period: str | None, export_failed: Path | None) -> None:
 
         path, n = write_failed(loaded, export_failed)
         console.print(
-            f"{n} failed row(s) written to {path}; fix them, then: lmbatch run {job} --retry-failed"
+            f"{n} failed row(s) written to {path}; fix them, then: "
+            f"lmbatch run {job} --retry-failed",
+            markup=False,
         )
         return
     try:
@@ -248,9 +250,11 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
             reporter=console_reporter(Console(stderr=True)) if watch else None,
         )
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items()))
-    _out().print(f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet")
+    _out().print(
+        f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet", markup=False
+    )
     for problem in summary.errors[:10]:
-        console.print(f"[yellow]warning:[/] {problem}")
+        console.print(f"[yellow]warning:[/] {escape(str(problem))}")
     sys.exit(summary.exit_code)
 
 
@@ -266,10 +270,11 @@ def certificates(job: Path, period: str | None) -> None:
     with build_client(_settings(loaded), loaded, stop=threading.Event()) as api:
         summary = download_certificates(loaded, client=api)
     _out().print(
-        f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}"
+        f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}",
+        markup=False,
     )
     for key, kind, reason in summary.failures[:20]:
-        console.print(f"[red]{key} {kind}:[/] {reason}")
+        console.print(f"[red]{escape(f'{key} {kind}')}:[/] {escape(str(reason))}")
     sys.exit(summary.exit_code)
 
 
@@ -286,11 +291,12 @@ def report(job: Path, period: str | None, fmt: str | None, output: Path | None) 
 
     loaded = _load(job, period)
     print_report(loaded, Console())
-    _out().print(f"report: {write_report(loaded)}")
+    _out().print(f"report: {write_report(loaded)}", markup=False)
     if fmt is not None:
         from batch.export import export
 
-        _out().print(f"export: {export(loaded, 'xlsx' if fmt == 'xlsx' else 'csv', output)}")
+        written = export(loaded, "xlsx" if fmt == "xlsx" else "csv", output)
+        _out().print(f"export: {written}", markup=False)
 
 
 @main.command()
@@ -346,7 +352,7 @@ def schedule(job: Path, period: str | None, count: int) -> None:
     )
     text, warnings = schedule_text(loaded, datetime.now(UTC), count, settings)
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, highlight=False)
     Console(highlight=False, soft_wrap=True).print(text, markup=False)
 
 
@@ -456,23 +462,26 @@ def _print_run(summary: Any, job: Path, period: str | None) -> None:
     out = Console(soft_wrap=True)
     verb = "would send" if summary.dry_run else "campaign"
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
-    out.print(f"{verb} {summary.campaign}: {counts}")
+    out.print(f"{verb} {summary.campaign}: {counts}", markup=False)
     stats = summary.stats
     if summary.dry_run:
         out.print(f"{stats.requests_planned} request(s), about {stats.eta_seconds / 60:.0f} min")
         return
     out.print(
-        f"{stats.api_calls} API call(s), {stats.rate_limited}×429; ledger: {summary.ledger_path}"
+        f"{stats.api_calls} API call(s), {stats.rate_limited}×429; ledger: {summary.ledger_path}",
+        markup=False,
     )
     suffix = f" --period {period}" if period else ""
     if summary.stopped or summary.counts.get("pending", 0):
         again = f"lmbatch run {job}{suffix}"
-        out.print(f"[yellow]stopped[/]: {summary.stopped or 'work left'}; resume with: {again}")
+        why = escape(summary.stopped or "work left")
+        out.print(f"[yellow]stopped[/]: {why}; resume with: {escape(again)}")
     if summary.counts.get("in_doubt", 0):
         out.print(
             f"[yellow]{summary.counts['in_doubt']} in doubt[/]: the next run looks them up again "
-            f"where the API allows; see `lmbatch status {job}{suffix}`, and settle the rest with "
-            f"`lmbatch resolve {job} KEY --sent|--not-sent` after checking the LegallyMail panel"
+            f"where the API allows; see `lmbatch status {escape(f'{job}{suffix}')}`, and settle "
+            f"the rest with `lmbatch resolve {escape(str(job))} KEY --sent|--not-sent` after "
+            "checking the LegallyMail panel"
         )
 
 

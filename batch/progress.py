@@ -16,6 +16,7 @@ from typing import IO, Protocol
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
@@ -119,7 +120,10 @@ class RichReporter:
 
     def note(self, message: str) -> None:
         """Print a line above the display."""
-        self.live.console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {message}")
+        # Notes quote keys, addresses and server messages: never markup.
+        self.live.console.print(
+            f"[dim]{time.strftime('%H:%M:%S')}[/] {escape(message)}", highlight=False
+        )
 
     def stop(self) -> None:
         """Leave the final display on screen."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from batch.channels import channel_for
@@ -89,25 +90,25 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
 
 def print_status(summary: StatusSummary, console: Console) -> None:
     """The terminal view of `lmbatch status`."""
-    table = Table(title=f"campaign {summary.campaign}")
+    table = Table(title=f"campaign {escape(summary.campaign)}")
     table.add_column("status")
     table.add_column("recipients", justify="right")
     for name, n in sorted(summary.counts.items()):
-        table.add_row(name, str(n))
+        table.add_row(escape(name), str(n))
     if summary.not_queued:
         table.add_row("not yet queued", str(summary.not_queued))
     console.print(table)
     if summary.failures:
         console.print(f"[red]{len(summary.failures)} failed, bounced or declined:[/]")
         for key, email, why in summary.failures[:20]:
-            console.print(f"  {key} {email}: {why}")
+            console.print(f"  {key} {email}: {why}", markup=False)
         if len(summary.failures) > 20:
             console.print(f"  … and {len(summary.failures) - 20} more")
     if summary.in_doubt:
         advice = channel_for(summary.channel).in_doubt_advice
         console.print(f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {advice}")
         for key, email, why in summary.in_doubt[:20]:
-            console.print(f"  {key} {email}: {why}")
+            console.print(f"  {key} {email}: {why}", markup=False)
     if summary.remaining:
         console.print(
             f"{summary.remaining} left to send; at most {summary.eta_seconds / 3600:.1f} h "
@@ -115,7 +116,7 @@ def print_status(summary: StatusSummary, console: Console) -> None:
         )
     else:
         console.print("nothing left to send")
-    console.print(f"ledger: {summary.ledger_path}")
+    console.print(f"ledger: {summary.ledger_path}", markup=False)
 
 
 # -- the campaign report ---------------------------------------------------------------------
@@ -124,13 +125,13 @@ def print_status(summary: StatusSummary, console: Console) -> None:
 def print_report(job: Job, console: Console) -> None:
     """The terminal view of `lmbatch report`: counts, the rate, failures with reasons."""
     data = campaign_report(job)
-    table = Table(title=f"campaign {data.campaign} ({data.channel})")
+    table = Table(title=f"campaign {escape(data.campaign)} ({data.channel})")
     table.add_column("status")
     table.add_column("recipients", justify="right")
     table.add_column("share", justify="right")
     total = sum(data.counts.values())
     for name, n in sorted(data.counts.items(), key=lambda kv: -kv[1]):
-        table.add_row(name, str(n), f"{n / total:.0%}" if total else "")
+        table.add_row(escape(name), str(n), f"{n / total:.0%}" if total else "")
     console.print(table)
     if data.rate is not None:
         console.print(f"{data.rate_label}: {data.rate:.1%} of {data.sent} sent")
@@ -141,7 +142,7 @@ def print_report(job: Job, console: Console) -> None:
         for column in ("key", "address", "status", "reason"):
             problems.add_column(column)
         for p in data.problems[:20]:
-            problems.add_row(p["key"], p["email"], p["status"], p["reason"])
+            problems.add_row(*(escape(str(p[c])) for c in ("key", "email", "status", "reason")))
         console.print(problems)
         if len(data.problems) > 20:
             console.print(f"… and {len(data.problems) - 20} more in {REPORT_NAME}")

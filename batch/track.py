@@ -141,7 +141,7 @@ def console_reporter(console: Console) -> Reporter:
         line = f"pass {summary.passes}: {done}/{total} final ({shown}); {summary.calls_total} calls"
         if summary.next_pass_at is not None:
             line += f"; next look at {summary.next_pass_at:%Y-%m-%d %H:%M:%S} UTC"
-        console.print(line)
+        console.print(line, markup=False, highlight=False)  # statuses come from the server
 
     return show
 

@@ -449,3 +449,83 @@ def test_a_request_in_flight_is_cut_short_and_the_ledger_stays_consistent(
     assert "interrupted: the ledger is consistent; run the same command again to resume" in output
     ledger = read_ledger(tmp_path / "out" / "hard")
     assert ledger.select("key", "status").rows() == [("K0", "in_doubt")]
+
+
+# --- 6. nothing from data or a server is markup -------------------------------------------------
+
+
+def test_markup_in_keys_and_cells_prints_literally(tmp_path: Path, env: dict[str, str]) -> None:
+    job = write_job(tmp_path)
+    (tmp_path / "people.csv").write_text(
+        "id,email,name\n[/x],not-an-address [red]x,a\nK2,[bold]nope,b\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 2, result.output
+    assert "row 2 (key [/x]) recipient.email" in result.output
+    assert "[red]x" in result.output and "[bold]nope" in result.output
+    assert "MarkupError" not in result.output
+
+
+def test_markup_in_the_job_path_prints_literally(tmp_path: Path, env: dict[str, str]) -> None:
+    job = write_job(tmp_path / "a[/x]b[red]")
+    job.write_text("campaign: [unclosed\n", encoding="utf-8")
+    result = CliRunner().invoke(main, ["validate", str(job)])
+    assert result.exit_code == 2, result.output
+    assert "a[/x]b[red]/job.yaml:2: invalid YAML" in result.output
+
+
+class _Refuser(http.server.BaseHTTPRequestHandler):
+    """An API that has credits and refuses every send with a message full of markup."""
+
+    def _answer(self, status: int, body: dict[str, object]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        self._answer(200, {"user": {"remaining_emails": 1000, "plan": "x"}, "emails": []})
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self._answer(400, {"success": False, "message": "bad [/x] request [red]loud"})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_markup_in_server_messages_prints_literally(
+    tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refuser)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("LEGALLYMAIL_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        job = write_job(tmp_path, rows=1)
+        run = CliRunner().invoke(main, ["run", str(job)])
+        assert ("MarkupError" not in run.output and run.exception is None) or isinstance(
+            run.exception, SystemExit
+        ), run.output
+        for command in ("status", "report"):
+            result = CliRunner().invoke(main, [command, str(job)], env={"COLUMNS": "250"})
+            assert result.exit_code == 0, (command, result.output)
+            assert "bad [/x] request [red]loud" in result.output, (command, result.output)
+        assert (tmp_path / "out" / "hard" / "report.html").exists()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_terminal_display_prints_notes_literally() -> None:
+    import io
+
+    from rich.console import Console
+
+    from batch.progress import RichReporter
+
+    out = io.StringIO()
+    reporter = RichReporter(Console(file=out, force_terminal=True, width=200))
+    reporter.note("K1 a@b.es: bad [/x] request [red]loud")
+    assert "bad [/x] request [red]loud" in out.getvalue()
