@@ -1,11 +1,20 @@
 """Progress for people (a rich bar with counts and ETA) and for cron (plain or JSON lines).
 
 The display reads the run's counters (batch.stats.RunStats); it never changes them.
+
+A log file is checked when it is opened, before anything is sent (`open_reporter`: a missing
+folder, a device such as /dev/full, a FIFO nobody reads are clear errors, exit 2), and a write
+failing later (a disk filling up, a pipe whose reader went away) never stops the run: the
+failure is said once on stderr and the lines go on there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -20,6 +29,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from batch.errors import InputError
 from batch.stats import RunStats
 from batch.timeutil import utcnow
 
@@ -133,9 +143,17 @@ class RichReporter:
 class LineReporter:
     """One line per event, plain or JSON, for unattended runs (cron, systemd, --log-file)."""
 
-    def __init__(self, stream: IO[str] | None = None, *, as_json: bool = False) -> None:
-        self.stream = stream or sys.stderr
+    def __init__(
+        self,
+        stream: IO[str] | None = None,
+        *,
+        as_json: bool = False,
+        fallback: IO[str] | None = None,
+    ) -> None:
+        self.stream: IO[str] | None = stream or sys.stderr
         self.as_json = as_json
+        # Where lines go once `stream` fails: stderr (None: nowhere; the run goes on).
+        self.fallback = fallback if fallback is not None else sys.stderr
         self._last = 0.0
 
     def _emit(self, event: str, **fields: object) -> None:
@@ -144,8 +162,26 @@ class LineReporter:
             line = json.dumps({"time": stamp, "event": event, **fields}, default=str)
         else:
             line = f"{stamp} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
-        self.stream.write(line + "\n")
-        self.stream.flush()
+        self._write(line + "\n")
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a failing stream is replaced by the fallback, said once there."""
+        while self.stream is not None:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+                return
+            except (OSError, ValueError) as err:  # ValueError: the stream was closed
+                failed, self.stream = self.stream, None
+                if failed is self.fallback:
+                    return  # stderr itself is gone: nothing left to tell, the run goes on
+                reason = getattr(err, "strerror", None) or str(err)
+                self.stream = self.fallback
+                with contextlib.suppress(OSError, ValueError):
+                    self.fallback.write(
+                        f"lmbatch: cannot write the log ({reason}); the run goes on, "
+                        "its log lines follow here\n"
+                    )
 
     def _fields(self, stats: RunStats) -> dict[str, object]:
         return {
@@ -181,11 +217,55 @@ class LineReporter:
 
 @contextmanager
 def open_reporter(log_file: Path | None, as_json: bool, console: Console) -> Iterator[Reporter]:
-    """The display for `lmbatch run`: a bar on a terminal, log lines otherwise (or to a file)."""
+    """The display for `lmbatch run`: a bar on a terminal, log lines otherwise (or to a file).
+
+    An unusable `log_file` is an InputError here, before the run reads or sends anything.
+    """
     if log_file is not None:
-        with open(log_file, "a", encoding="utf-8") as stream:
+        stream = open_log(log_file)
+        try:
             yield LineReporter(stream, as_json=as_json)
+        finally:
+            with contextlib.suppress(OSError, ValueError):  # its failure was already said
+                stream.close()
     elif as_json or not sys.stderr.isatty():
         yield LineReporter(as_json=as_json)
     else:
         yield RichReporter(console)
+
+
+def open_log(path: Path) -> IO[str]:
+    """`path` opened for appending lines, or an InputError saying why it cannot be.
+
+    Opened non-blocking (a FIFO with no reader is an error, not a hang), then checked: a
+    regular file, a pipe, a terminal or /dev/null; a device such as /dev/full would take
+    nothing and fail every write.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        raise _log_error(path, err.strerror or str(err)) from None
+    info = os.fstat(fd)
+    usable = (
+        stat.S_ISREG(info.st_mode)
+        or stat.S_ISFIFO(info.st_mode)
+        or os.isatty(fd)
+        or (stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev)
+    )
+    if not usable:
+        os.close(fd)
+        raise _log_error(path, "not a file, a pipe or a terminal")
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except OSError as err:
+        os.close(fd)
+        raise _log_error(path, err.strerror or str(err)) from None
+
+
+def _log_error(path: Path, reason: str) -> InputError:
+    return InputError(
+        f"--log-file {path}: cannot write the log there ({reason}); nothing was sent",
+        hint="give --log-file a file in a folder that exists and that you can write",
+    )

@@ -529,3 +529,98 @@ def test_the_terminal_display_prints_notes_literally() -> None:
     reporter = RichReporter(Console(file=out, force_terminal=True, width=200))
     reporter.note("K1 a@b.es: bad [/x] request [red]loud")
     assert "bad [/x] request [red]loud" in out.getvalue()
+
+
+# --- 7. the log file --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target, reason",
+    [
+        ("/nonexistent/x", "No such file or directory"),
+        ("/dev/full", "not a file, a pipe or a terminal"),
+        ("FIFO", "No such device or address"),  # a FIFO nobody reads: an error, not a hang
+    ],
+)
+def test_an_unusable_log_file_is_a_clear_error_before_anything_is_sent(
+    tmp_path: Path,
+    env: dict[str, str],
+    recorder: tuple[str, list[dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+    target: str,
+    reason: str,
+) -> None:
+    url, seen = recorder
+    monkeypatch.setenv("LEGALLYMAIL_BASE_URL", url)
+    if target == "FIFO":
+        target = str(tmp_path / "log.fifo")
+        os.mkfifo(target)
+    job = write_job(tmp_path)
+    result = CliRunner().invoke(main, ["run", str(job), "--log-file", target])
+    assert result.exit_code == 2, result.output
+    assert f"--log-file {target}: cannot write the log there ({reason}); nothing was sent" in (
+        result.output
+    )
+    assert seen == []
+
+
+def test_a_log_write_failing_mid_run_is_said_on_stderr_and_the_lines_go_on() -> None:
+    import io
+
+    from batch.progress import LineReporter
+    from batch.stats import RunStats
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away
+    stderr = io.StringIO()
+    with os.fdopen(write_end, "w") as broken:
+        reporter = LineReporter(broken, fallback=stderr)
+        reporter.start(RunStats(per_window=10, window=60.0))
+        reporter.note("K1 sent")
+        reporter.stop()
+        with pytest.raises(OSError):  # the buffered line cannot be flushed: said, then dropped
+            broken.close()
+    lines = stderr.getvalue().splitlines()
+    assert lines[0] == (
+        "lmbatch: cannot write the log (Broken pipe); the run goes on, its log lines follow here"
+    )
+    assert [line.split(" ")[1] for line in lines[1:]] == ["start", "note", "stop"]
+
+
+def test_a_run_whose_log_reader_goes_away_keeps_sending(
+    tmp_path: Path, sandbox: Any, use_sandbox: Any
+) -> None:
+    use_sandbox(sandbox)
+    job = write_job(tmp_path, rows=3)
+    fifo = tmp_path / "log.fifo"
+    os.mkfifo(fifo)
+    first: list[str] = []
+
+    def read_one_line_and_leave() -> None:
+        with open(fifo, encoding="utf-8") as reader:
+            first.append(reader.readline())
+
+    reader = threading.Thread(target=read_one_line_and_leave)
+    reader.start()
+    wait_for(lambda: fifo.exists(), "the FIFO")
+    # lmbatch refuses a FIFO nobody reads: wait (here only) until the reader thread is there.
+    real_open_log = __import__("batch.progress", fromlist=["open_log"]).open_log
+
+    def open_when_read(path: Path) -> Any:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                return real_open_log(path)
+            except BatchError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # the reader thread has not opened its end yet
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("batch.progress.open_log", open_when_read)
+        result = CliRunner().invoke(main, ["run", str(job), "--log-file", str(fifo)])
+    reader.join(timeout=30)
+    assert result.exit_code == 0, result.output
+    assert first and " start " in first[0]
+    assert "lmbatch: cannot write the log (Broken pipe); the run goes on" in result.output
+    assert sorted(recipients_accepted(sandbox)) == [f"p{i}@example.com" for i in range(3)]
