@@ -624,3 +624,21 @@ def test_a_run_whose_log_reader_goes_away_keeps_sending(
     assert first and " start " in first[0]
     assert "lmbatch: cannot write the log (Broken pipe); the run goes on" in result.output
     assert sorted(recipients_accepted(sandbox)) == [f"p{i}@example.com" for i in range(3)]
+
+
+# --- 5. preview locked down ---------------------------------------------------------------------
+
+
+def test_preview_pages_run_no_script(tmp_path: Path, env: dict[str, str]) -> None:
+    job = write_job(tmp_path, rows=1, body="<p>hi</p><script>document.title='owned'</script>")
+    result = CliRunner().invoke(main, ["preview", str(job)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "out" / "hard" / "preview"
+    page = next(p for p in folder.glob("*.html") if p.name != "index.html").read_text()
+    for shown in (page, (folder / "index.html").read_text()):
+        assert (
+            '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; '
+            "script-src 'none';" in shown
+        )
+    assert '<iframe sandbox="" ' in page
+    assert "&lt;script&gt;" in page  # the body stays inert text inside srcdoc

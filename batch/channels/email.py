@@ -253,10 +253,12 @@ class EmailChannel:
         """Subject and attachments; the body in an iframe."""
         content = message.content
         names = [a["filename"] for a in content.get("attachments", [])]
-        # srcdoc isolates the body's markup and styles from the preview page around it.
+        # srcdoc isolates the body's markup and styles from the preview page around it; an
+        # empty `sandbox` runs no script, submits no form and gives the body no origin, and the
+        # page's CSP (batch.preview), which a srcdoc document inherits, forbids scripts again.
         body = (
-            f'<iframe style="width:100%;height:80vh" srcdoc="{escape(content["message"])}">'
-            "</iframe>"
+            f'<iframe sandbox="" style="width:100%;height:80vh" '
+            f'srcdoc="{escape(content["message"])}"></iframe>'
         )
         return PreviewParts(
             before=[("subject", content["subject"])],
