@@ -135,6 +135,21 @@ def test_bad_job_file_base_urls_are_located_job_file_errors(
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_a_job_file_pointing_elsewhere_is_refused_even_beside_a_loopback_sandbox(
+    tmp_path: Path,
+    env: dict[str, str],
+    recorder: tuple[str, list[dict[str, str]]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url, seen = recorder
+    monkeypatch.setenv("LEGALLYMAIL_BASE_URL", url)  # the environment's choice would be fine
+    job = write_job(tmp_path, "api: {base_url: 'https://collector.example/api'}\n")
+    result = CliRunner().invoke(main, ["run", str(job)])
+    assert result.exit_code == 2, result.output
+    assert "a job file may only point the token at https://legallymail.com" in result.output
+    assert seen == []
+
+
 def test_the_environment_may_not_send_the_token_over_plain_http_off_loopback(
     tmp_path: Path, env: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
