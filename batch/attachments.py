@@ -12,6 +12,10 @@ Two kinds:
 A message's generated documents travel in its content under `DOCUMENTS` as
 `[{"name", "sha256"}]`: the sender records them in the ledger's `documents` column and the
 channels leave the key out of the API payload (`without_documents`).
+
+A fixed file is sized by `stat` before a byte is read (`read(path, max_bytes=…)`): a 2 GB
+sparse file named by a row is refused at once instead of being read, base64-encoded and held
+in memory.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import stat
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +37,6 @@ from batch.templating import template_dirs
 
 _FILE_CACHE_ENTRIES = 256  # signature documents differ per row: bound the memory they hold
 DOCUMENTS = "documents"  # the content key listing a message's generated documents
-# The API documents no attachment limit for e-mail; mail servers commonly refuse messages
-# over 20-25 MB, and base64 adds a third: 15 MB of files in all keeps a message under 20 MB.
-EMAIL_ATTACHMENTS_LIMIT = 15 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -118,13 +120,20 @@ class JobFiles:
             raise ValueError(f"file not found: {rendered!r}")
         return path
 
-    def read(self, path: Path) -> tuple[bytes, str, str]:
-        """(first bytes, base64, digest) of a file, cached by path: rows share attachments."""
+    def read(self, path: Path, *, max_bytes: int | None = None) -> tuple[bytes, str, str]:
+        """(first bytes, base64, digest) of a file, cached by path: rows share attachments.
+
+        ValueError, before reading, if the file is not a regular file or holds more than
+        `max_bytes`.
+        """
         hit = self._cache.get(path)
         if hit is not None:
             self._cache.move_to_end(path)
+            size = len(hit[1]) * 3 // 4 - hit[1][-2:].count("=")  # the bytes the base64 holds
+            if max_bytes is not None and size > max_bytes:
+                raise ValueError(_too_big(path, size, max_bytes))
             return hit
-        data = path.read_bytes()
+        data = _read_bounded(path, max_bytes)
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         entry = (data[:8], base64.b64encode(data).decode("ascii"), digest)
         self._cache[path] = entry
@@ -158,3 +167,33 @@ class JobFiles:
 def decoded_size(b64: str) -> int:
     """The byte size of a base64 text, without decoding it."""
     return len(b64) * 3 // 4 - b64[-2:].count("=")
+
+
+def file_size(path: Path) -> int:
+    """The size `stat` gives; ValueError for anything but a regular file (a FIFO, a device)."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path.name!r} is not a regular file")
+    return info.st_size
+
+
+def _read_bounded(path: Path, max_bytes: int | None) -> bytes:
+    """The file's bytes, refused by its `stat` size first, and never more than `max_bytes`
+    (a file growing between the check and the read is refused too)."""
+    size = file_size(path)
+    if max_bytes is None:
+        return path.read_bytes()
+    if size > max_bytes:
+        raise ValueError(_too_big(path, size, max_bytes))
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(_too_big(path, len(data), max_bytes))
+    return data
+
+
+def _too_big(path: Path, size: int, limit: int) -> str:
+    return (
+        f"{path.name!r} is {size:,} bytes; the limit per file is {limit:,} "
+        "(limits.max_attachment_bytes in the job file)"
+    )

@@ -175,6 +175,11 @@ def _row(
                 target.unlink(missing_ok=True)  # a wrong file must not pass for the proof
                 paths.pop(kind, None)
                 continue
+            if not is_pdf(data):
+                shown = data[:16].decode("ascii", "replace").encode("unicode_escape").decode()
+                s.failures.append((key, kind, f"not a PDF (it starts {shown!r}); not kept"))
+                paths.pop(kind, None)
+                continue
             write_atomic(target, data, temp=target.with_name(target.name + ".part"))
             s.downloaded += 1
         paths[kind] = f"{FOLDER}/{name}"
@@ -182,12 +187,19 @@ def _row(
         ledger.update(key, certificate_paths=json.dumps(paths, ensure_ascii=False, sort_keys=True))
 
 
+def is_pdf(data: bytes) -> bool:
+    """Whether `data` is a PDF by its magic bytes: `%PDF-` within the first 1,024 bytes, where
+    readers look for it. A server answering an HTML error page with 200 is not a certificate."""
+    return b"%PDF-" in data[:1024]
+
+
 def _complete(path: Path, expected: str | None) -> bool:
     """Whether `path` is there and, when a hash is known, holds exactly those bytes."""
     if not path.is_file():
         return False
     if expected is None:
-        return True
+        with open(path, "rb") as fh:
+            return is_pdf(fh.read(1024))
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 16), b""):

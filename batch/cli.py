@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 from batch import errors
 from batch.limits import MAX_RECIPIENTS_PER_REQUEST, REQUESTS_PER_WINDOW, WINDOW_SECONDS
@@ -31,6 +32,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # soft_wrap: never break a line at the terminal's width. Under cron or in a pipe rich assumes 80
 # columns, which split `file:line key` errors, resume commands and crontab lines in two.
 console = Console(stderr=True, highlight=False, soft_wrap=True)
+# After Ctrl-C or SIGTERM, how long a request in flight may still take before it is cut short.
+STOP_GRACE_SECONDS = 10.0
 
 
 def _out() -> Console:
@@ -46,12 +49,21 @@ def handle_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except errors.BatchError as err:
-            console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
+            # Messages hold data and server text: escaped, so `[/x]` or `[red]` print as written.
+            console.print(f"[red]error:[/] {escape(str(err))}", markup=True, highlight=False)
             if err.hint:
-                console.print(f"[dim]hint:[/] {err.hint}")
+                console.print(f"[dim]hint:[/] {escape(err.hint)}")
             if "log_file" in kwargs and not getattr(err, "logged", False):
                 _log_outcome(kwargs.get("log_file"), bool(kwargs.get("json_log")), err)
             sys.exit(err.exit_code)
+        except KeyboardInterrupt:
+            # A second Ctrl-C or SIGTERM cut a request short: the journal holds its intent, so
+            # the ledger is consistent and the next run looks that request up first.
+            console.print(
+                "[yellow]interrupted[/]: the ledger is consistent; run the same command again "
+                "to resume (a request cut short is looked up before anything new is sent)"
+            )
+            sys.exit(errors.EXIT_PENDING)
 
     return wrapper  # type: ignore[return-value]
 
@@ -128,7 +140,11 @@ def _load(job: Path, period: str | None) -> Any:
 def _settings(job: Any) -> Settings:
     """The environment, read once per command: the token named by the job's api.token_env,
     LEGALLYMAIL_BASE_URL and the rate limiter's state folder."""
-    return Settings.from_env(job.spec.api.token_env)
+    from batch.client import base_url
+
+    settings = Settings.from_env(job.spec.api.token_env)
+    base_url(settings, job)  # where the token may go: checked before anything is written
+    return settings
 
 
 @click.group(cls=WorkflowGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -175,7 +191,7 @@ def preview(job: Path, period: str | None, limit: int) -> None:
     loaded = _load(job, period)
     frame, result = read_and_scan(loaded)
     index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
-    _out().print(f"preview: {index}")
+    _out().print(f"preview: {index}", markup=False)
     if result.errors:
         raise errors.RowErrors(result.errors)
 
@@ -249,7 +265,9 @@ def status(job: Path, period: str | None, export_failed: Path | None) -> None:
 
         path, n = write_failed(loaded, export_failed)
         console.print(
-            f"{n} failed row(s) written to {path}; fix them, then: lmbatch run {job} --retry-failed"
+            f"{n} failed row(s) written to {path}; fix them, then: "
+            f"lmbatch run {job} --retry-failed",
+            markup=False,
         )
         return
     try:
@@ -300,9 +318,11 @@ def track(job: Path, period: str | None, watch: bool, until: Any, interval: floa
         )
         progress.finish(outcome_of(summary.exit_code), summary.exit_code, summary.counts)
     counts = ", ".join(f"{n} {s}" for s, n in attention_order(summary.counts))
-    _out().print(f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet")
+    _out().print(
+        f"{counts}; {summary.calls_total} API call(s); {summary.open} not final yet", markup=False
+    )
     for problem in summary.errors[:10]:
-        console.print(f"[yellow]warning:[/] {problem}")
+        console.print(f"[yellow]warning:[/] {escape(str(problem))}")
     if summary.stopped:
         again = f"lmbatch track {job}{_period(period)}{' --watch' if watch else ''}"
         _out().print(f"stopped: {summary.stopped}; continue with: {again}", markup=False)
@@ -329,10 +349,11 @@ def certificates(job: Path, period: str | None) -> None:
         counts = {"downloaded": summary.downloaded, "present": summary.present}
         progress.finish(outcome_of(summary.exit_code), summary.exit_code, counts)
     _out().print(
-        f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}"
+        f"{summary.downloaded} downloaded, {summary.present} already present in {summary.folder}",
+        markup=False,
     )
     for key, kind, reason in summary.failures[:20]:
-        console.print(f"[red]{key} {kind}:[/] {reason}")
+        console.print(f"[red]{escape(f'{key} {kind}')}:[/] {escape(str(reason))}")
     if summary.stopped:
         again = f"lmbatch certificates {job}{_period(period)}"
         _out().print(f"stopped: {summary.stopped}; continue with: {again}", markup=False)
@@ -367,11 +388,12 @@ def report(job: Path, period: str | None, fmt: str | None, output: Path | None) 
 
     loaded = _load(job, period)
     print_report(loaded, _out())
-    _out().print(f"report: {write_report(loaded)}")
+    _out().print(f"report: {write_report(loaded)}", markup=False)
     if fmt is not None:
         from batch.export import export
 
-        _out().print(f"export: {export(loaded, 'xlsx' if fmt == 'xlsx' else 'csv', output)}")
+        written = export(loaded, "xlsx" if fmt == "xlsx" else "csv", output)
+        _out().print(f"export: {written}", markup=False)
 
 
 @main.command()
@@ -427,7 +449,7 @@ def schedule(job: Path, period: str | None, count: int) -> None:
     )
     text, warnings = schedule_text(loaded, datetime.now(UTC), count, settings)
     for warning in warnings:
-        console.print(f"[yellow]warning:[/] {warning}", markup=True, highlight=False)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", markup=True, highlight=False)
     Console(highlight=False, soft_wrap=True).print(text, markup=False)
 
 
@@ -574,7 +596,12 @@ def _print_run(summary: Any, job: Path, period: str | None, *, next_step: bool =
 
 
 class _stop_on_signals:
-    """Ctrl-C and SIGTERM ask the run to stop after the request in flight."""
+    """Ctrl-C and SIGTERM ask the run to stop after the request in flight; one is enough.
+
+    A request still in flight STOP_GRACE_SECONDS after the signal (a hung server) is cut short
+    by SIGALRM, as a second signal cuts it at once: the journal already holds its intent, so
+    the ledger stays consistent and the next run looks the request up before anything new.
+    """
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop = stop
@@ -585,11 +612,18 @@ class _stop_on_signals:
             raise KeyboardInterrupt
         self.stop.set()
         console.print("[yellow]stopping after the request in flight…[/]")
+        signal.setitimer(signal.ITIMER_REAL, STOP_GRACE_SECONDS)
+
+    @staticmethod
+    def _cut_short(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
 
     def __enter__(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             self.saved[sig] = signal.signal(sig, self._handle)
+        self.saved[signal.SIGALRM] = signal.signal(signal.SIGALRM, self._cut_short)
 
     def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in self.saved.items():
             signal.signal(sig, handler)

@@ -18,8 +18,12 @@ MaybeProcessed; sends retry only on NotProcessed, because a send in doubt may ex
 only the runner can reconcile it. A 429 penalizes the limiter, whose next slot() does the
 waiting; other retries back off exponentially with jitter, capped at `max_backoff`.
 
-The token goes out only as `Authorization: Bearer …`, and only to the API's own origin; it
-is scrubbed from every message this module builds.
+The token goes out only as `Authorization: Bearer …`, and only to the API's own origin, which
+batch.guard has checked (`base_url`: the job file may only name LegallyMail; the environment's
+LEGALLYMAIL_BASE_URL any https host, or http on loopback). Every text a server sends back
+(error messages, and every string of a JSON body, which reaches the ledger, status and the
+report) passes through the guard's `Scrubber`: the token in any spelling a server might echo
+is gone before anything is written or printed.
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ from batch.errors import (
     AuthError,
     ConfigurationError,
     CreditsExhausted,
+    InputError,
     MaybeProcessed,
     NotProcessed,
     PermanentApiError,
     RateLimited,
     Unreachable,
 )
+from batch.guard import Scrubber, check_base_url
 from batch.jobmodel import Job
 from batch.limits import LISTING_LIMIT
 from batch.pacing import HostLimiter, RateLimiter, StopClock
@@ -146,6 +152,7 @@ class LegallyMailClient:
         self.base_url = base_url.rstrip("/")
         self._origin = _origin(self.base_url)
         self._token = token
+        self._scrubber = Scrubber(token)
         self._limiter = limiter
         self._attempts = attempts
         self._max_backoff = max_backoff
@@ -240,7 +247,7 @@ class LegallyMailClient:
     ) -> _Body:
         """The JSON object the endpoint answers, with the endpoint for later shape checks."""
         url = httpx.URL(self.base_url + path, params=params)
-        body = self._request(method, url, json=json, expect_json=True).json()
+        body = self._scrub_json(self._request(method, url, json=json, expect_json=True).json())
         endpoint = f"{method} {path}"
         if not isinstance(body, dict):
             _bad_body(endpoint, "the body is not a JSON object", send=method == "POST")
@@ -396,13 +403,37 @@ class LegallyMailClient:
         return self._scrub(text[:_SNIPPET] + ("…" if len(text) > _SNIPPET else ""))
 
     def _scrub(self, text: str) -> str:
-        # Defence in depth: a server or library echoing the token must not leak it to logs.
-        return text.replace(self._token, "***")
+        # A server or library echoing the token (in any spelling) must not leak it anywhere.
+        return self._scrubber.scrub(text)
+
+    def _scrub_json(self, value: Any) -> Any:
+        """Every string of a decoded body (keys too) scrubbed: bodies reach the ledger."""
+        if isinstance(value, str):
+            return self._scrubber.scrub(value)
+        if isinstance(value, dict):
+            return {self._scrubber.scrub(k): self._scrub_json(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._scrub_json(v) for v in value]
+        return value
 
 
 def base_url(settings: Settings, job: Job) -> str:
-    """The API's base URL: the settings' override (LEGALLYMAIL_BASE_URL) beats the job file."""
-    return settings.base_url or job.spec.api.base_url
+    """The API's base URL: the settings' override (LEGALLYMAIL_BASE_URL) beats the job file.
+
+    Both are checked by batch.guard (the job file's at load time, again here): an override that
+    is not https (or http on loopback) is an InputError, exit 2, before any request.
+    """
+    if settings.base_url:
+        try:
+            return check_base_url(settings.base_url, from_environment=True)
+        except ValueError as err:
+            raise InputError(
+                str(err), hint="fix or unset LEGALLYMAIL_BASE_URL in the environment"
+            ) from None
+    try:
+        return check_base_url(job.spec.api.base_url, from_environment=False)
+    except ValueError as err:  # a Job built without load_job (library callers)
+        raise InputError(str(err), hint="fix api.base_url in the job file") from None
 
 
 def build_client(
@@ -424,7 +455,7 @@ def build_client(
     limiter: RateLimiter = HostLimiter(
         limits.requests_per_window,
         window_seconds or limits.window_seconds,
-        key=(urlsplit(url).netloc or "api").replace(":", "_"),
+        key=_limiter_key(url),
         state_dir=settings.state_dir,
         clock=clock,
         # A request's worst case (connect, write, read) before a hung process stops counting.
@@ -450,6 +481,14 @@ def build_client_from_env(job: Job, *, stop: threading.Event, **options: Any) ->
     at a sandbox through the environment); the CLI reads the environment once and passes both.
     """
     return build_client(Settings.from_env(job.spec.api.token_env), job, stop=stop, **options)
+
+
+def _limiter_key(url: str) -> str:
+    """The limiter's state-file name: host and port only (the guard refused user-info, and
+    this never takes more than the host and port, so no credential can reach a file name)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "api").lower().replace(":", "_")
+    return f"{host}_{parts.port}" if parts.port else host
 
 
 def _in_doubt_hint(endpoint: str) -> str:

@@ -28,6 +28,10 @@ A run that finished with nothing left to send but with rows failed, bounced or s
 Third-party errors are converted where they enter (`raise … from err`) and carry their place:
 `jobs/rent.yaml:12 message.subject: …`, `row 41 (key C-1009): …`. No message ever holds the
 API token.
+
+Messages stay readable: a cell, a key or a server answer can be megabytes long, so a
+RowError quotes at most `MAX_FIELD_CHARS` of its key and message, and any BatchError's
+message is cut to `MAX_MESSAGE_CHARS` (`shorten` says how much was left out).
 """
 
 from __future__ import annotations
@@ -41,6 +45,16 @@ EXIT_PENDING = 3
 EXIT_LOCKED = 4
 EXIT_PROBLEMS = 5  # done, but rows failed, bounced or were skipped: look at them
 
+MAX_MESSAGE_CHARS = 20_000  # a page of problems; more is never read, and can be gigabytes
+MAX_FIELD_CHARS = 300  # one key or one row's message within a list of problems
+
+
+def shorten(text: str, limit: int) -> str:
+    """`text`, or its first `limit` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
 
 class BatchError(Exception):
     """Root of every error lmbatch reports; `hint` says what to do next."""
@@ -48,9 +62,10 @@ class BatchError(Exception):
     exit_code = EXIT_ERROR
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
+        message = shorten(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
-        self.hint = hint
+        self.hint = None if hint is None else shorten(hint, MAX_FIELD_CHARS * 4)
 
     def __str__(self) -> str:
         return self.message
@@ -96,8 +111,9 @@ class RowError:
     message: str
 
     def __str__(self) -> str:
-        where = f"row {self.row} (key {self.key})" if self.key else f"row {self.row}"
-        return f"{where} {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        key, message = shorten(self.key, MAX_FIELD_CHARS), shorten(self.message, MAX_FIELD_CHARS)
+        where = f"row {self.row} (key {key})" if self.key else f"row {self.row}"
+        return f"{where} {self.field}: {message}" if self.field else f"{where}: {message}"
 
 
 class RowErrors(InputError):

@@ -7,7 +7,9 @@ check (`Channel.job_problems`).
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -62,17 +64,16 @@ __all__ = [
 _UNSAFE_CAMPAIGN = re.compile(r"[/\\\x00-\x1f]")
 
 
+# A job file is a page of YAML; anything this big is a mistake (or /dev/zero).
+MAX_JOB_FILE_BYTES = 1024 * 1024
+
+
 def load_job(path: Path, *, period: str | None = None, now: datetime | None = None) -> Job:
     """Read, validate and resolve a job file; every problem is reported at once, located."""
     shown = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as err:
-        raise JobFileError("job file not found", path=shown) from err
-    except (OSError, UnicodeDecodeError) as err:
-        raise JobFileError(f"cannot read the job file: {err}", path=shown) from err
+    text = _read_text(path, shown)
     root = _compose(text, shown)
-    data = yaml.safe_load(text)
+    data = yaml.load(text, Loader=_Loader)  # _Loader is a SafeLoader
     if not isinstance(data, dict):
         raise JobFileError("the job file must be a mapping of keys", path=shown, line=1)
     problems: list[tuple[tuple[str | int, ...], str]] = []
@@ -91,6 +92,43 @@ def load_job(path: Path, *, period: str | None = None, now: datetime | None = No
     return Job(spec=spec, path=path, campaign=campaign, period=resolved)
 
 
+def _read_text(path: Path, shown: str) -> str:
+    """The file's text, if it is a regular file of sane size.
+
+    Opened non-blocking and checked by `fstat` before a byte is read: a FIFO would block the
+    open (or the read) forever, and /dev/zero would grow memory without bound.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError as err:
+        raise JobFileError("job file not found", path=shown) from err
+    except OSError as err:
+        raise JobFileError(f"cannot read the job file: {err.strerror or err}", path=shown) from err
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = "a folder" if stat.S_ISDIR(info.st_mode) else "not a regular file"
+            raise JobFileError(f"the job file must be a regular file; this is {kind}", path=shown)
+        if info.st_size > MAX_JOB_FILE_BYTES:
+            raise JobFileError(
+                f"the job file is {info.st_size:,} bytes; a job file holds at most "
+                f"{MAX_JOB_FILE_BYTES:,}",
+                path=shown,
+            )
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(MAX_JOB_FILE_BYTES + 1)
+    except OSError as err:
+        raise JobFileError(f"cannot read the job file: {err.strerror or err}", path=shown) from err
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_JOB_FILE_BYTES:  # grew after the check
+        raise JobFileError(f"the job file holds more than {MAX_JOB_FILE_BYTES:,} bytes", path=shown)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise JobFileError(f"cannot read the job file: {err}", path=shown) from err
+
+
 def _compose(text: str, shown: str) -> yaml.Node | None:
     """Parse to YAML nodes (which keep line marks); refuse duplicate keys, which YAML hides."""
     try:
@@ -102,27 +140,39 @@ def _compose(text: str, shown: str) -> yaml.Node | None:
     except yaml.YAMLError as err:
         raise JobFileError(f"invalid YAML: {err}", path=shown) from err
     if root is not None:
-        _check_duplicate_keys(root, shown, ())
+        _check_duplicate_keys(root, shown)
     return root
 
 
-def _check_duplicate_keys(node: yaml.Node, shown: str, where: tuple[str | int, ...]) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key, value in node.value:
-            name = str(key.value)
-            if name in seen:
-                raise JobFileError(
-                    "key appears twice",
-                    path=shown,
-                    line=key.start_mark.line + 1,
-                    key=_dotted((*where, name)),
-                )
-            seen.add(name)
-            _check_duplicate_keys(value, shown, (*where, name))
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, shown, (*where, i))
+def _check_duplicate_keys(root: yaml.Node, shown: str) -> int:
+    """Refuse a mapping with a key twice; returns how many nodes it visited.
+
+    Each node is visited once, even if a loader let aliases through (a node reachable along
+    many paths, as in an alias bomb, would otherwise be walked exponentially often).
+    """
+    visited: set[int] = set()
+    todo: list[tuple[yaml.Node, tuple[str | int, ...]]] = [(root, ())]
+    while todo:
+        node, where = todo.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key, value in node.value:
+                name = str(key.value)
+                if name in seen:
+                    raise JobFileError(
+                        "key appears twice",
+                        path=shown,
+                        line=key.start_mark.line + 1,
+                        key=_dotted((*where, name)),
+                    )
+                seen.add(name)
+                todo.append((value, (*where, name)))
+        elif isinstance(node, yaml.SequenceNode):
+            todo.extend((item, (*where, i)) for i, item in enumerate(node.value))
+    return len(visited)
 
 
 def _pydantic_message(error: Any) -> str:
@@ -132,6 +182,8 @@ def _pydantic_message(error: Any) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     msg = str(error["msg"])
+    if kind == "value_error":  # our own validators' messages stand as they are
+        msg = msg.removeprefix("Value error, ")
     return msg[:1].lower() + msg[1:]
 
 
@@ -271,4 +323,20 @@ def _render_campaign(
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader: a job file never constructs Python objects."""
+    """SafeLoader: a job file never constructs Python objects, and holds no aliases.
+
+    An alias (`*name`) lets 500 bytes of YAML stand for a structure of billions of nodes (the
+    "billion laughs"); a job file has no need of them, so they are refused where they appear.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"aliases (*{getattr(event, 'anchor', '')}) are not allowed in a job file; "
+                "write the value out in full",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)

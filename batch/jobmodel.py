@@ -1,8 +1,12 @@
 """The job model: what a job file may say (pydantic specs) and a loaded `Job`.
 
-It imports nothing from batch, so every stage (templating, rendering,
-scheduling, channels) can name the model without importing how a job file is read
-(batch.jobfile).
+It imports nothing from batch but the pure URL rule (batch.guard), so every stage
+(templating, rendering, scheduling, channels) can name the model without importing how a job
+file is read (batch.jobfile).
+
+Numbers are finite and bounded (`allow_inf_nan=False`, a maximum each): `.inf` or `1e9` in a
+job file would make a run unstoppable (a request that never times out) or crash it after the
+lock is taken.
 """
 
 from __future__ import annotations
@@ -17,6 +21,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
+
+from batch.guard import check_base_url
+
+# Upper bounds of the job file's numbers: far above any sensible value, low enough that a
+# typo cannot hang a run (a timeout of 1e9 s) or overflow a computation.
+MAX_TIMEOUT_SECONDS = 120.0  # a request in flight: the first SIGTERM waits at most this long
+MAX_WINDOW_SECONDS = 86_400.0  # one day
+MAX_BACKOFF_SECONDS = 3_600.0
+MAX_REQUESTS_PER_WINDOW = 100_000
+MAX_ATTEMPTS = 100
+MAX_RECIPIENTS = 1_000
+# Attachments (e-mail): read only after `stat` says they fit. The API's documented limit is
+# per message; these defaults stay under it and a job file may lower or raise them.
+DEFAULT_MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+# The API documents no limit for e-mail; mail servers commonly refuse messages over 20-25 MB and
+# base64 adds a third: 15 MB of files in all keeps a message under 20 MB.
+DEFAULT_MAX_MESSAGE_ATTACHMENT_BYTES = 15 * 1024 * 1024
+MAX_ATTACHMENT_LIMIT = 1024 * 1024 * 1024  # the most a job file may allow: 1 GiB
 
 
 class StrictModel(BaseModel):
@@ -105,18 +127,33 @@ def _one_of(path: str | None, template: str | None, name: str | None) -> None:
 class ApiSpec(StrictModel):
     base_url: str = "https://legallymail.com"
     token_env: str = "LEGALLYMAIL_TOKEN"
-    timeout_seconds: float = Field(default=30.0, gt=0)
+    timeout_seconds: float = Field(default=30.0, gt=0, le=MAX_TIMEOUT_SECONDS, allow_inf_nan=False)
+
+    @field_validator("base_url")
+    @classmethod
+    def _only_legallymail(cls, value: str) -> str:
+        """The token goes where the job file says: only LegallyMail itself (batch.guard)."""
+        return check_base_url(value, from_environment=False)
 
 
 class LimitsSpec(StrictModel):
-    requests_per_window: int = Field(default=10, ge=1)
-    window_seconds: float = Field(default=60.0, gt=0)
-    max_recipients_per_request: int = Field(default=10, ge=1)
+    requests_per_window: int = Field(default=10, ge=1, le=MAX_REQUESTS_PER_WINDOW)
+    window_seconds: float = Field(default=60.0, gt=0, le=MAX_WINDOW_SECONDS, allow_inf_nan=False)
+    max_recipients_per_request: int = Field(default=10, ge=1, le=MAX_RECIPIENTS)
+    # Per attachment file and per message (all its attachments), checked by size before reading.
+    max_attachment_bytes: int = Field(
+        default=DEFAULT_MAX_ATTACHMENT_BYTES, ge=1, le=MAX_ATTACHMENT_LIMIT
+    )
+    max_message_attachment_bytes: int = Field(
+        default=DEFAULT_MAX_MESSAGE_ATTACHMENT_BYTES, ge=1, le=MAX_ATTACHMENT_LIMIT
+    )
 
 
 class RetrySpec(StrictModel):
-    attempts: int = Field(default=5, ge=1)
-    max_backoff_seconds: float = Field(default=60.0, gt=0)
+    attempts: int = Field(default=5, ge=1, le=MAX_ATTEMPTS)
+    max_backoff_seconds: float = Field(
+        default=60.0, gt=0, le=MAX_BACKOFF_SECONDS, allow_inf_nan=False
+    )
 
 
 class SendWindowSpec(StrictModel):

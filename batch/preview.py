@@ -18,6 +18,19 @@ from batch.jobmodel import Job
 from batch.message import Message
 from batch.render import Renderer, RowProblems, with_meta
 
+# Preview pages show what templates and data made: nothing in them may run. A srcdoc iframe
+# inherits this policy, on top of its own `sandbox`. Images and inline styles stay, as a mail
+# client shows them.
+CSP = (
+    "default-src 'none'; script-src 'none'; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-src 'self'; style-src 'unsafe-inline'; "
+    "img-src data: https: http:; font-src data: https:"
+)
+_HEAD = (
+    "<!doctype html><meta charset=utf-8>"
+    f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
+)
+
 
 def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 200) -> Path:
     """Write one HTML page per message (first `limit` rows) and an index; return the index."""
@@ -44,7 +57,7 @@ def write_preview(job: Job, frame: pl.DataFrame, out_dir: Path, *, limit: int = 
     title = html.escape(f"{job.campaign}: preview of {len(entries)} message(s)")
     index = out_dir / "index.html"
     page = (
-        f"<!doctype html><meta charset=utf-8><title>{title}</title><h1>{title}</h1>"
+        f"{_HEAD}<title>{title}</title><h1>{title}</h1>"
         "<table border=1 cellpadding=4><tr><th>row</th><th>key</th><th>to</th>"
         f"<th>subject</th></tr>{''.join(entries)}</table>\n"
     )
@@ -64,7 +77,7 @@ def _message_page(job: Job, message: Message, out_dir: Path) -> str:
     ]
     rows = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in head)
     title = esc(f"{job.campaign}: {message.key}")
-    page = f"<!doctype html><meta charset=utf-8><title>{title}</title><table>{rows}</table>"
+    page = f"{_HEAD}<title>{title}</title><table>{rows}</table>"
     return f"{page}{_documents(job, message, out_dir)}<hr>{parts.body}\n"
 
 

@@ -7,11 +7,20 @@ waits instead of freezing between requests. On a terminal every line fits 80 col
 pipe or in a log file a line comes at least every `LOG_EVERY` seconds, even while waiting, and
 every line ends with a newline. The last log line (`stop`) carries the counts, the outcome and
 the exit code, on every way out (`finish`; `open_reporter` writes it for errors).
+
+A log file is checked when it is opened, before anything is sent (`open_reporter`: a missing
+folder, a device such as /dev/full, a FIFO nobody reads are clear errors, exit 2), and a write
+failing later (a disk filling up, a pipe whose reader went away) never stops the run: the
+failure is said once on stderr and the lines go on there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
+import stat
 import sys
 import threading
 import time
@@ -23,10 +32,12 @@ from typing import IO, Protocol
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
 from batch import errors
+from batch.errors import InputError
 from batch.stats import Eta, RunStats, StepStats, human_duration
 
 __all__ = [
@@ -177,7 +188,11 @@ class RichReporter:
     def note(self, message: str) -> None:
         """Print a line above the display."""
         tz = getattr(self.stats, "tz", None)  # the job's zone, named
-        self.live.console.print(f"[dim]{datetime.now(tz).astimezone(tz):%H:%M:%S %Z}[/] {message}")
+        # Notes quote keys, addresses and server messages: never markup.
+        self.live.console.print(
+            f"[dim]{datetime.now(tz).astimezone(tz):%H:%M:%S %Z}[/] {escape(message)}",
+            highlight=False,
+        )
 
     def stop(self) -> None:
         """Leave the final display on screen."""
@@ -195,12 +210,19 @@ class LineReporter:
     """
 
     def __init__(
-        self, stream: IO[str] | None = None, *, as_json: bool = False, every: float = LOG_EVERY
+        self,
+        stream: IO[str] | None = None,
+        *,
+        as_json: bool = False,
+        every: float = LOG_EVERY,
+        fallback: IO[str] | None = None,
     ) -> None:
-        self.stream = stream or sys.stderr
+        self.stream: IO[str] | None = stream or sys.stderr
         self.as_json = as_json
         self.every = every
         self.finished = False
+        # Where lines go once `stream` fails: stderr (None: nowhere; the run goes on).
+        self.fallback = fallback if fallback is not None else sys.stderr
         self._last = 0.0
         self._stats: Progressing | None = None
         self._lock = threading.Lock()
@@ -215,9 +237,27 @@ class LineReporter:
         else:
             line = f"{stamp} {event} " + " ".join(f"{k}={_plain(v)}" for k, v in fields.items())
         with self._lock:
-            self.stream.write(line.rstrip() + "\n")
-            self.stream.flush()
+            self._write(line.rstrip() + "\n")
             self._last = time.monotonic()
+
+    def _write(self, text: str) -> None:
+        """Write and flush; a failing stream is replaced by the fallback, said once there."""
+        while self.stream is not None:
+            try:
+                self.stream.write(text)
+                self.stream.flush()
+                return
+            except (OSError, ValueError) as err:  # ValueError: the stream was closed
+                failed, self.stream = self.stream, None
+                if failed is self.fallback:
+                    return  # stderr itself is gone: nothing left to tell, the run goes on
+                reason = getattr(err, "strerror", None) or str(err)
+                self.stream = self.fallback
+                with contextlib.suppress(OSError, ValueError):
+                    self.fallback.write(
+                        f"lmbatch: cannot write the log ({reason}); the run goes on, "
+                        "its log lines follow here\n"
+                    )
 
     def _fields(self, stats: Progressing) -> dict[str, object]:
         eta = stats.eta()
@@ -333,5 +373,46 @@ def _stream(log_file: Path | None) -> Iterator[IO[str] | None]:
     if log_file is None:
         yield None
         return
-    with open(log_file, "a", encoding="utf-8") as stream:
+    stream = open_log(log_file)
+    try:
         yield stream
+    finally:
+        with contextlib.suppress(OSError, ValueError):  # its failure was already said
+            stream.close()
+
+
+def open_log(path: Path) -> IO[str]:
+    """`path` opened for appending lines, or an InputError saying why it cannot be.
+
+    Opened non-blocking (a FIFO with no reader is an error, not a hang), then checked: a
+    regular file, a pipe, a terminal or /dev/null; a device such as /dev/full would take
+    nothing and fail every write.
+    """
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:
+        raise _log_error(path, err.strerror or str(err)) from None
+    info = os.fstat(fd)
+    usable = (
+        stat.S_ISREG(info.st_mode)
+        or stat.S_ISFIFO(info.st_mode)
+        or os.isatty(fd)
+        or (stat.S_ISCHR(info.st_mode) and info.st_rdev == os.stat(os.devnull).st_rdev)
+    )
+    if not usable:
+        os.close(fd)
+        raise _log_error(path, "not a file, a pipe or a terminal")
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except OSError as err:
+        os.close(fd)
+        raise _log_error(path, err.strerror or str(err)) from None
+
+
+def _log_error(path: Path, reason: str) -> InputError:
+    return InputError(
+        f"--log-file {path}: cannot write the log there ({reason}); nothing was sent",
+        hint="give --log-file a file in a folder that exists and that you can write",
+    )

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from batch import errors
@@ -124,7 +125,7 @@ def print_status(summary: StatusSummary, console: Console) -> None:
     table.add_column("status")
     table.add_column("recipients", justify="right")
     for name, n in attention_order(summary.counts):
-        table.add_row(name, str(n))
+        table.add_row(escape(name), str(n))
     if summary.not_queued:
         table.add_row("not yet queued", str(summary.not_queued))
     console.print(table)
@@ -132,7 +133,9 @@ def print_status(summary: StatusSummary, console: Console) -> None:
         keys = " ".join(k for k, _, _ in summary.in_doubt[:5])
         advice = channel_for(summary.channel).in_doubt_advice
         advice = advice.replace(" JOB ", f" {job} ").replace(" KEY ", f" {keys} ")
-        console.print(f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {advice}")
+        console.print(
+            f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {escape(advice)}"
+        )
         _rows(console, summary.in_doubt)
     if summary.failures:
         console.print(f"[red]{len(summary.failures)} failed, bounced or declined:[/]")
@@ -183,7 +186,7 @@ def print_report(job: Job, console: Console) -> None:
     table.add_column("share", justify="right")
     total = sum(data.counts.values())
     for name, n in sorted(data.counts.items(), key=lambda kv: -kv[1]):
-        table.add_row(name, str(n), f"{n / total:.0%}" if total else "")
+        table.add_row(escape(name), str(n), f"{n / total:.0%}" if total else "")
     console.print(table)
     if data.rate is not None:
         console.print(f"{data.rate_label}: {data.rate:.1%} of {data.sent} sent")
@@ -194,7 +197,7 @@ def print_report(job: Job, console: Console) -> None:
         for column in ("key", "address", "status", "reason"):
             problems.add_column(column)
         for p in data.problems[:20]:
-            problems.add_row(p["key"], p["email"], p["status"], p["reason"])
+            problems.add_row(*(escape(str(p[c])) for c in ("key", "email", "status", "reason")))
         console.print(problems)
         if len(data.problems) > 20:
             console.print(f"… and {len(data.problems) - 20} more in {REPORT_NAME}")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import polars as pl
 from rich.console import Console
+from rich.markup import escape
 
 from batch import errors
 from batch.channels import channel_for
@@ -50,7 +51,7 @@ def print_run(
     if summary.counts.get("in_doubt", 0):
         keys = " ".join(k for k, _, _ in problems.get("in_doubt", [])[:5]) or "KEY"
         advice = in_doubt_advice(summary.ledger_path.parent)
-        out.print(f"[yellow]{summary.counts['in_doubt']} in doubt[/]: {advice}")
+        out.print(f"[yellow]{summary.counts['in_doubt']} in doubt[/]: {escape(advice)}")
         for key, address, why in problems.get("in_doubt", [])[:10]:
             out.print(f"  {key} {address}: {why}", markup=False)
         out.print(
@@ -65,7 +66,8 @@ def print_run(
         for key, address, why in rows[:10]:
             out.print(f"  {key} {address}: {why}", markup=False)
         if len(rows) > 10:
-            out.print(f"  … and {len(rows) - 10} more: lmbatch status {job}{_period(period)}")
+            more = f"  … and {len(rows) - 10} more: lmbatch status {job}{_period(period)}"
+            out.print(more, markup=False)
     if "skipped" in problems:
         out.print(f"  fix the skipped rows in the dataset, then: {run_again}", markup=False)
     if any(s not in ("in_doubt", "skipped") for s in problems):
@@ -75,7 +77,7 @@ def print_run(
         )
     if summary.stopped or summary.counts.get("pending", 0):
         reason = summary.stopped or "work left"
-        out.print(f"[yellow]stopped[/]: {reason}; resume with: {run_again}")
+        out.print(f"[yellow]stopped[/]: {escape(reason)}; resume with: {escape(run_again)}")
     elif summary.exit_code == errors.EXIT_PROBLEMS:
         then = f"; then follow the deliveries: lmbatch track {job}{_period(period)}"
         out.print(

@@ -261,6 +261,67 @@ def validate(reps: int) -> list[Figure]:
     ]
 
 
+# The environment before the sandbox (issue 14), rebuilt inline: a plain jinja2.Environment with
+# the same loader folders, options and filters, swapped in for every module that imported
+# make_environments. The same `lmbatch validate` otherwise, so the ratio is the sandbox's cost.
+_PLAIN_ENV = """
+import sys
+from functools import partial
+
+import jinja2
+
+import batch.cli, batch.jobfile, batch.render, batch.templating as t
+from batch.formats import DEFAULT_LOCALE
+
+
+def plain(base_dir, *, locale=DEFAULT_LOCALE, decimal=".", date_format=None, timezone=None):
+    loader = jinja2.FileSystemLoader([str(d) for d in t.template_dirs(base_dir)])
+    envs = []
+    for escape in (False, True):
+        env = jinja2.Environment(
+            loader=loader, undefined=jinja2.StrictUndefined, autoescape=escape,
+            finalize=t.finalize, keep_trailing_newline=True,
+        )
+        env.filters["money"] = partial(t.money, locale=locale, decimal=decimal)
+        env.filters["number"] = partial(t.number, locale=locale, decimal=decimal)
+        env.filters["date"] = partial(
+            t.format_date, locale=locale, date_format=date_format, timezone=timezone
+        )
+        envs.append(env)
+    return envs[0], envs[1]
+
+
+if sys.argv[1] == "plain":
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("batch") and hasattr(
+            module, "make_environments"
+        ):
+            module.make_environments = plain
+sys.argv = ["lmbatch", "validate", sys.argv[2]]
+batch.cli.main()
+"""
+
+
+def validate_sandbox_cost(reps: int) -> list[Figure]:
+    """`lmbatch validate` on 100k rows, sandboxed (today) vs the plain environment before it."""
+    rows = 100_000
+    job = gen_data.validate_job(gen_data.dataset(rows))
+    sandboxed, plain, ratio = [], [], []
+    for _ in range(reps):  # alternating, so load drifts hit both alike
+        for kind, into in (("sandboxed", sandboxed), ("plain", plain)):
+            into.append(rows / measure([sys.executable, "-c", _PLAIN_ENV, kind, str(job)]).seconds)
+        ratio.append(sandboxed[-1] / plain[-1])
+    return [
+        Figure(
+            "validate, sandboxed vs plain Jinja2",
+            f"{_median(ratio):.2f}× ({_median(sandboxed):,.0f} vs {_median(plain):,.0f} rows/s)",
+            "≥ 0.75× (within 25 %)",
+            _median(ratio) >= 0.75,
+            "--only sandbox",
+        )
+    ]
+
+
 def memory(reps: int) -> list[Figure]:
     """`lmbatch validate` on 1M rows: peak memory (and throughput at that size)."""
     rows = 1_000_000
@@ -386,6 +447,7 @@ FIGURES: dict[str, Callable[[int], list[Figure]]] = {
     "two": two_processes,
     "grouping": grouping,
     "validate": validate,
+    "sandbox": validate_sandbox_cost,
     "plan": plan,
     "durability": durability,
     "memory": memory,

@@ -76,6 +76,22 @@ def test_a_hash_mismatch_is_reported_and_the_file_not_kept(world: World) -> None
     assert set(paths) == {tampered[0]["type"]}
 
 
+def test_a_download_that_is_not_a_pdf_is_refused_before_it_is_written(world: World) -> None:
+    job = read_job(world, "a@example.com")
+    tampered = certificates(job, "K-00")
+    tampered[0]["url"] = "/api/info"  # a 200 with a JSON body, and no hash to compare with
+    tampered[0]["file_hash"] = None
+    with Ledger.open(job.output_dir) as ledger:
+        ledger.update("K-00", certificates=tampered)
+    summary = download_certificates(job)
+    assert summary.downloaded == 1 and summary.exit_code == 1
+    [(key, kind, reason)] = summary.failures
+    assert (key, kind) == ("K-00", tampered[0]["type"])
+    assert reason.startswith("not a PDF (it starts '{") and reason.endswith("not kept")
+    assert not (job.output_dir / "certificates" / certificate_file("K-00", kind)).exists()
+    assert not list((job.output_dir / "certificates").glob("*.part"))
+
+
 def test_sms_and_signature_documents(world: World) -> None:
     sms = read_job(world, "a@example.com", channel="sms")
     assert download_certificates(sms).downloaded == 1

@@ -205,8 +205,12 @@ def test_a_letter_over_the_limit_and_a_resource_outside_the_folder_are_row_error
     assert "outside the job's folder" in found["K-003"].message
     assert scanned.ok.height == 2
 
-    monkeypatch.setattr("batch.channels.email.EMAIL_ATTACHMENTS_LIMIT", 10_000)
     shutil.rmtree(job.output_dir / "documents")
+    job.path.write_text(
+        EMAIL_JOB + "limits: {requests_per_window: 100, window_seconds: 1.0, "
+        "max_attachment_bytes: 10000}\n",
+        encoding="utf-8",
+    )
     _, scanned = validate(load_job(job.path))
     over = [e for e in scanned.errors if "over the limit" in e.message]
     assert {e.key for e in over} == {"K-000", "K-001"}

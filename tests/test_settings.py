@@ -32,7 +32,7 @@ channel: email
 dataset: {path: people.csv, key: id}
 recipient: {email: "{{ email }}"}
 message: {subject: "s", html: notice.html}
-api: {base_url: "https://api.example.test", token_env: ACME_TOKEN}
+api: {base_url: "https://www.legallymail.com/", token_env: ACME_TOKEN}
 limits: {requests_per_window: 7, window_seconds: 30}
 output: out
 """,
@@ -86,7 +86,7 @@ def test_the_token_never_shows_in_the_settings_repr() -> None:
 
 
 def test_the_base_url_override_beats_the_job_file(job: Job) -> None:
-    assert base_url(Settings(), job) == "https://api.example.test"
+    assert base_url(Settings(), job) == "https://legallymail.com"  # normalised at load time
     assert base_url(Settings(base_url="http://127.0.0.1:9"), job) == "http://127.0.0.1:9"
 
 

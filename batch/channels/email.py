@@ -17,7 +17,6 @@ from batch.addresses import normalize_email
 from batch.answers import api_time, certificate, dumps, ledger_status, merged, utc
 from batch.attachments import (
     DOCUMENTS,
-    EMAIL_ATTACHMENTS_LIMIT,
     JobFiles,
     decoded_size,
     generated_templates,
@@ -42,7 +41,6 @@ from batch.channels.base import (
 )
 from batch.client import LegallyMailClient
 from batch.compiled import Compiled, RowContext, Templates
-from batch.documents import check_size
 from batch.jobmodel import JobSpec
 from batch.ledger import FAILED, IN_DOUBT, SENT, Entry, Outcome
 from batch.message import Message, text_digest
@@ -55,6 +53,8 @@ class EmailBuilder:
     def __init__(self, spec: JobSpec, templates: Templates, files: JobFiles) -> None:
         msg = spec.message
         self._files = files
+        self._max_file = spec.limits.max_attachment_bytes
+        self._max_message = spec.limits.max_message_attachment_bytes
         self._name = templates.inline(spec.recipient.name)
         self._address = templates.inline(EMAIL.address_source(spec))
         self._subject = templates.inline(msg.subject)
@@ -111,10 +111,11 @@ class EmailBuilder:
                     files.append(found[0])
                     digests.append(found[1])
             total = sum(decoded_size(f["content"]) for f in files)
-            if total > EMAIL_ATTACHMENTS_LIMIT:
+            if total > self._max_message:
                 row.fail(
                     "message.attachments",
-                    check_size(total, limit=EMAIL_ATTACHMENTS_LIMIT, what="the attachments") or "",
+                    f"the attachments hold {total:,} bytes; the limit per message is "
+                    f"{self._max_message:,} (limits.max_message_attachment_bytes in the job file)",
                 )
             content["attachments"] = files
             hashable["attachments"] = digests
@@ -139,9 +140,7 @@ class EmailBuilder:
             return None
         found = row.check(
             f"{where}.template",
-            lambda: self._files.generate(
-                key, template, shown, row.variables, limit=EMAIL_ATTACHMENTS_LIMIT
-            ),
+            lambda: self._files.generate(key, template, shown, row.variables, limit=self._max_file),
         )
         if found is None:
             return None
@@ -160,7 +159,12 @@ class EmailBuilder:
         if rendered is None:
             return None
         path = row.check(f"{where}.path", lambda: self._files.resolve(rendered))
-        entry = None if path is None else row.check(f"{where}.path", lambda: self._files.read(path))
+        limit = self._max_file
+        entry = (
+            None
+            if path is None
+            else row.check(f"{where}.path", lambda: self._files.read(path, max_bytes=limit))
+        )
         if path is None or entry is None:
             return None
         filename = (shown or "").strip() or path.name
@@ -303,10 +307,12 @@ class EmailChannel:
         """Subject and attachments; the body in an iframe."""
         content = message.content
         names = [a["filename"] for a in content.get("attachments", [])]
-        # srcdoc isolates the body's markup and styles from the preview page around it.
+        # srcdoc isolates the body's markup and styles from the preview page around it; an
+        # empty `sandbox` runs no script, submits no form and gives the body no origin, and the
+        # page's CSP (batch.preview), which a srcdoc document inherits, forbids scripts again.
         body = (
-            f'<iframe style="width:100%;height:80vh" srcdoc="{escape(content["message"])}">'
-            "</iframe>"
+            f'<iframe sandbox="" style="width:100%;height:80vh" '
+            f'srcdoc="{escape(content["message"])}"></iframe>'
         )
         return PreviewParts(
             before=[("subject", content["subject"])],
