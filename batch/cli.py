@@ -72,8 +72,11 @@ def _log_outcome(log_file: Path | None, as_json: bool, err: errors.BatchError) -
     """The last log line of a run that failed before its display opened (job file, lock)."""
     from batch.progress import open_reporter, outcome_of
 
-    with open_reporter(log_file, as_json, console) as reporter:
-        reporter.finish(outcome_of(err.exit_code), err.exit_code, {}, message=str(err))
+    try:
+        with open_reporter(log_file, as_json, console) as reporter:
+            reporter.finish(outcome_of(err.exit_code), err.exit_code, {}, message=str(err))
+    except errors.BatchError:
+        pass  # the log itself is what failed: the error already says so on stderr
 
 
 # `lmbatch --help` lists commands in the order a campaign is worked, each with a summary that

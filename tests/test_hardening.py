@@ -24,6 +24,7 @@ import httpx
 import pytest
 import yaml
 from click.testing import CliRunner
+from helpers import recipients_accepted, wait_for
 
 from batch.cli import STOP_GRACE_SECONDS, main
 from batch.client import LegallyMailClient, _limiter_key
@@ -32,7 +33,6 @@ from batch.jobfile import _check_duplicate_keys, load_job
 from batch.ledger import read_ledger
 from batch.pacing import SlidingWindowLimiter
 from batch.sandbox import FakeClock
-from tests.helpers import recipients_accepted, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 TOKEN = "tok-Hard3ned-secret"
@@ -592,7 +592,7 @@ def test_a_log_write_failing_mid_run_is_said_on_stderr_and_the_lines_go_on() -> 
         reporter = LineReporter(broken, fallback=stderr)
         reporter.start(RunStats(per_window=10, window=60.0))
         reporter.note("K1 sent")
-        reporter.stop()
+        reporter.finish("done", 0, {"sent": 1})
         with pytest.raises(OSError):  # the buffered line cannot be flushed: said, then dropped
             broken.close()
     lines = stderr.getvalue().splitlines()
