@@ -20,8 +20,11 @@ from rich.table import Table
 
 from batch.channels import channel_for
 from batch.files import write_atomic
+from batch.forecast import COLUMNS as FORECAST_COLUMNS
+from batch.forecast import Forecast, RunFlags, forecast
 from batch.jobmodel import Job
 from batch.ledger import IN_DOUBT, PENDING
+from batch.lock import LockOwner, live_holder
 from batch.plan import eta_seconds
 from batch.report_data import PROBLEMS, CampaignReport, campaign_report, ledger_frame, local_time
 from batch.report_html import render_html
@@ -29,6 +32,7 @@ from batch.report_html import render_html
 __all__ = ["CampaignReport", "campaign_report", "ledger_frame", "local_time"]
 
 REPORT_NAME = "report.html"
+RUN_LOCK = "run.lock"  # the campaign lock `run` holds (batch.lock)
 
 
 @dataclass
@@ -43,16 +47,32 @@ class StatusSummary:
     in_doubt: list[tuple[str, str, str]] = field(default_factory=list)
     eta_seconds: float = 0.0
     channel: str = "email"
+    # A live run holds the campaign lock: its in-doubt rows are in flight, not lost.
+    live_run: LockOwner | None = None
+    in_flight: list[tuple[str, str, str]] = field(default_factory=list)
+    # The forecast a plain `run` starts from (batch.forecast): rows it would withdraw, the
+    # two-versions count, what it would send.
+    forecast: Forecast | None = None
 
     @property
     def remaining(self) -> int:
-        """Recipients not yet settled."""
-        return self.counts.get(PENDING, 0) + self.counts.get(IN_DOUBT, 0) + self.not_queued
+        """Recipients not yet settled (pending rows that left the dataset are withdrawn)."""
+        withdrawing = len(self.forecast.withdraw) if self.forecast is not None else 0
+        return (
+            self.counts.get(PENDING, 0)
+            + self.counts.get(IN_DOUBT, 0)
+            + self.not_queued
+            - withdrawing
+        )
 
 
-def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
-    """Summarise the ledger; `dataset_keys` lets it count rows not yet queued."""
+def status(
+    job: Job, dataset_keys: pl.Series | None = None, scanned: pl.DataFrame | None = None
+) -> StatusSummary:
+    """Summarise the ledger; `dataset_keys` lets it count rows not yet queued, and with the
+    scan's valid rows (`scanned`) it says what a plain `run` would do (batch.forecast)."""
     ledger = ledger_frame(job)
+    holder = live_holder(job.output_dir / RUN_LOCK)
     counts: dict[str, int] = {}
     failures: list[tuple[str, str, str]] = []
     in_doubt: list[tuple[str, str, str]] = []
@@ -65,6 +85,13 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
         ).iter_rows():
             item = (str(key), str(email or ""), str(why or status_name))
             (in_doubt if status_name == IN_DOUBT else failures).append(item)
+    in_flight: list[tuple[str, str, str]] = []
+    if holder is not None and in_doubt:
+        in_flight = [(k, e, f"in flight (run pid {holder.pid or '?'})") for k, e, _ in in_doubt]
+        in_doubt = []
+    ahead = None
+    if dataset_keys is not None and scanned is not None:
+        ahead = forecast(_forecast_columns(ledger), scanned, dataset_keys, RunFlags())
     not_queued = 0
     if dataset_keys is not None:
         keys = pl.DataFrame({"key": dataset_keys.cast(pl.String)})
@@ -84,7 +111,14 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
         in_doubt,
         eta_seconds(left, per_window=limits.requests_per_window, window=limits.window_seconds),
         channel=job.spec.channel,
+        live_run=holder,
+        in_flight=in_flight,
+        forecast=ahead,
     )
+
+
+def _forecast_columns(ledger: pl.DataFrame) -> pl.DataFrame:
+    return ledger.select(c for c in ("key", *FORECAST_COLUMNS) if c in ledger.columns)
 
 
 def print_status(summary: StatusSummary, console: Console) -> None:
@@ -103,6 +137,19 @@ def print_status(summary: StatusSummary, console: Console) -> None:
             console.print(f"  {key} {email}: {why}")
         if len(summary.failures) > 20:
             console.print(f"  … and {len(summary.failures) - 20} more")
+    if summary.live_run is not None:
+        console.print(f"a run is sending now: {summary.live_run}")
+    if summary.in_flight:
+        console.print(
+            f"[cyan]{len(summary.in_flight)} in flight[/]: the live run records or looks "
+            "them up itself; nothing to do"
+        )
+        for key, email, why in summary.in_flight[:20]:
+            console.print(f"  {key} {email}: {why}")
+    if summary.forecast is not None:
+        for note in summary.forecast.notes():
+            if not note.endswith("is sent as well"):  # the in-doubt line is said below
+                console.print(f"[yellow]note:[/] {note}")
     if summary.in_doubt:
         advice = channel_for(summary.channel).in_doubt_advice
         console.print(f"[yellow]{len(summary.in_doubt)} in doubt[/] (answer lost): {advice}")

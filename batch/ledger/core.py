@@ -48,6 +48,7 @@ from batch.ledger.schema import (
     PREV_PARQUET,
     SKIPPED,
     UNSENT,
+    WITHDRAWN,
     Entry,
     Outcome,
     Row,
@@ -325,12 +326,16 @@ class Ledger:
         self._record("update", {key: values})
 
     def requeue(self, keys: Sequence[str]) -> None:
-        """Put failed or skipped `keys` back to pending; other keys stay as they are."""
+        """Put failed, skipped or withdrawn `keys` back to pending; other keys stay as they are.
+
+        (A withdrawn row is requeued when its key is back in the dataset; the caller checks
+        it was never sent: see batch.forecast.)
+        """
         now = self._now()
         rows: dict[str, Row] = {}
         for key in keys:
             current = self._current(key, rows)
-            if current is not None and current["status"] in (FAILED, SKIPPED):
+            if current is not None and current["status"] in (FAILED, SKIPPED, WITHDRAWN):
                 rows[key] = {"status": PENDING, "updated_at": now}
         self._record("requeue", rows)
 
