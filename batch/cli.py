@@ -3,7 +3,7 @@
 Exit codes, shared by every command:
   0  done
   1  error (API refused the token, ledger unwritable, unexpected failure)
-  2  the job or its input is invalid (nothing was sent)
+  2  the job or its input is invalid, or a deliberate flag is needed (nothing was sent)
   3  stopped with work pending (credits exhausted, interrupted, in doubt, outside the window)
   4  another run holds the campaign's lock
 """
