@@ -127,7 +127,7 @@ def test_a_dated_campaign_name_does_not_restart_a_stopped_campaign_next_month(
     december = load_job(path, now=DEC_1)
     assert december.campaign == "notice-2026-12"
     for options in (RunOptions(), RunOptions(dry_run=True, offline=True)):
-        with pytest.raises(errors.InputError, match="notice-2026-11 .*unfinished") as refused:
+        with pytest.raises(errors.InputError, match=r"notice-2026-11 .*unfinished") as refused:
             run(december, options)
     assert "--campaign notice-2026-11" in (refused.value.hint or "")
     assert accepted(api) == sent_in_november  # nobody sent twice
@@ -160,7 +160,7 @@ def test_removing_the_key_column_is_refused_before_any_send(
     before = accepted(api)
 
     changed = load_job(write_job(tmp_path, people(5), key=""))  # key: the address now
-    with pytest.raises(errors.InputError, match="keys changed.*already sent under another key"):
+    with pytest.raises(errors.InputError, match=r"keys changed.*already sent under another key"):
         run(changed)
     summary = run(changed, RunOptions(dry_run=True, offline=True))
     assert summary.refused and "--accept-key-change" in summary.refused

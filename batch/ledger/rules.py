@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -160,10 +161,11 @@ def read_resolutions(folder: Path) -> list[dict[str, Any]]:
 
 
 def _operator() -> str:
-    for name in ("SUDO_USER", "USER", "LOGNAME"):
-        if os.environ.get(name):
-            return os.environ[name]
-    return str(os.getuid())
+    """The account that gave the verdict (from the OS, not the environment)."""
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def _append(path: Path, record: dict[str, Any]) -> None:
