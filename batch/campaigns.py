@@ -51,17 +51,22 @@ def campaigns_of(job: Job) -> dict[str, str]:
     return dict(_read(registry_path(job)).get("jobs", {}).get(_job_id(job), {}))
 
 
-def check_new_ledger(job: Job, *, allow_new: bool) -> None:
-    """Refuse to open a new campaign of this job file while an earlier one is open."""
-    if job.spec.schedule is not None or allow_new:
-        return
+def unfinished_other(job: Job) -> str | None:
+    """An earlier, unfinished campaign of this unscheduled job file, when `job`'s is new."""
+    if job.spec.schedule is not None:
+        return None
     known = campaigns_of(job)
     if job.campaign in known or has_history(job.output_dir):
-        return
+        return None
     unfinished = [name for name, state in known.items() if state == OPEN]
-    if not unfinished:
+    return unfinished[-1] if unfinished else None
+
+
+def check_new_ledger(job: Job, *, allow_new: bool) -> None:
+    """Refuse to open a new campaign of this job file while an earlier one is open."""
+    name = None if allow_new else unfinished_other(job)
+    if name is None:
         return
-    name = unfinished[-1]
     left = _left(job.output_dir.parent / name)
     raise errors.InputError(
         f"campaign {name} of {job.path} is unfinished{left}, and the campaign name now renders "

@@ -172,8 +172,12 @@ def forecast(
     bounced_retry: dict[str, str] = {}
     bounced_unchanged: list[str] = []
     blocked: list[str] = []
+    # Only bounced rows, and pending rows that bounced before: never a loop over every row.
+    looked_at = (status == BOUNCED) | (
+        (status == PENDING) & pl.col("bounced_addresses").is_not_null()
+    )
     for key, address, st, old, cell in (
-        joined.filter(status.is_in([BOUNCED, PENDING]) & pl.col("address_led").is_not_null())
+        joined.filter(looked_at & pl.col("address_led").is_not_null())
         .select("key", "address", "status", "address_led", "bounced_addresses")
         .iter_rows()
     ):

@@ -18,6 +18,7 @@ import polars as pl
 from rich.console import Console
 from rich.table import Table
 
+from batch.campaigns import unfinished_other
 from batch.channels import channel_for
 from batch.files import write_atomic
 from batch.forecast import COLUMNS as FORECAST_COLUMNS
@@ -53,6 +54,8 @@ class StatusSummary:
     # The forecast a plain `run` starts from (batch.forecast): rows it would withdraw, the
     # two-versions count, what it would send.
     forecast: Forecast | None = None
+    # An earlier campaign of this job file, unfinished, when this one has no ledger yet.
+    unfinished_other: str | None = None
 
     @property
     def remaining(self) -> int:
@@ -114,6 +117,7 @@ def status(
         live_run=holder,
         in_flight=in_flight,
         forecast=ahead,
+        unfinished_other=None if ledger.height else unfinished_other(job),
     )
 
 
@@ -137,6 +141,12 @@ def print_status(summary: StatusSummary, console: Console) -> None:
             console.print(f"  {key} {email}: {why}")
         if len(summary.failures) > 20:
             console.print(f"  … and {len(summary.failures) - 20} more")
+    if summary.unfinished_other is not None:
+        console.print(
+            f"[yellow]campaign {summary.unfinished_other} of this job file is unfinished[/]: "
+            f"`run` refuses to open {summary.campaign} until it is done; see it with "
+            f"--campaign {summary.unfinished_other}"
+        )
     if summary.live_run is not None:
         console.print(f"a run is sending now: {summary.live_run}")
     if summary.in_flight:

@@ -132,6 +132,7 @@ def test_a_dated_campaign_name_does_not_restart_a_stopped_campaign_next_month(
     assert "--campaign notice-2026-11" in (refused.value.hint or "")
     assert accepted(api) == sent_in_november  # nobody sent twice
     assert not (december.output_dir / "ledger.parquet").exists()
+    assert status(december).unfinished_other == "notice-2026-11"  # status points at it too
 
     # The deliberate ways on: finish the earlier campaign, or open the new one on purpose.
     new = run(december, RunOptions(dry_run=True, offline=True, new_campaign=True))
