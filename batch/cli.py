@@ -512,34 +512,6 @@ def _quoted(path: Path) -> str:
     return shlex.quote(str(path))
 
 
-def resume_command(job: Path, period: str | None, options: Any, loaded: Any) -> str:
-    """The command that resumes this run: every flag that changes what is sent, repeated.
-
-    An unscheduled job whose campaign name is a template is pinned with `--campaign`, so the
-    command still finds its ledger when the name would render differently tomorrow.
-    """
-    import shlex
-
-    words = ["lmbatch", "run", str(job)]
-    if period:
-        words += ["--period", period]
-    spec = getattr(loaded, "spec", None)
-    if spec is not None and spec.schedule is None and ("{" in spec.campaign):
-        words += ["--campaign", loaded.campaign]
-    if options is not None:
-        for flag, on in (
-            ("--skip-invalid", options.skip_invalid),
-            ("--retry-failed", options.retry_failed),
-            ("--allow-partial", options.allow_partial),
-            ("--accept-key-change", options.accept_key_change),
-            ("--accept-new-version", options.accept_new_version),
-            ("--exit-outside-window", options.exit_outside_window),
-        ):
-            if on:
-                words.append(flag)
-    return shlex.join(words)
-
-
 def _print_run(
     summary: Any, job: Path, period: str | None, options: Any = None, loaded: Any = None
 ) -> None:
@@ -560,6 +532,8 @@ def _print_run(
     )
     suffix = f" --period {period}" if period else ""
     if summary.stopped or summary.counts.get("pending", 0):
+        from batch.hints import resume_command
+
         again = resume_command(job, period, options, loaded)
         out.print(
             f"[yellow]stopped[/]: {summary.stopped or 'work left'}; resume with: {again}",
