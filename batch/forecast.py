@@ -26,7 +26,9 @@ Pending rows whose key left the dataset (deleted, filtered out by `where`) are r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import polars as pl
 
@@ -149,35 +151,92 @@ class Forecast:
             ledger.fail(self.blocked, BOUNCED_BEFORE)
 
 
+class LedgerView(Protocol):
+    """What the forecast reads of a ledger: the open `Ledger`, or a frame (`FrameView`)."""
+
+    def frame(self, *columns: str) -> pl.DataFrame:
+        """Key and `columns`, sorted by key (hot columns from memory, for a Ledger)."""
+        ...
+
+    def status_of(self, keys: pl.Series) -> pl.Series:
+        """Per key: its status, null where the ledger does not hold it."""
+        ...
+
+    def query(
+        self, columns: list[str], then: Callable[[pl.LazyFrame], pl.LazyFrame]
+    ) -> pl.DataFrame:
+        """`columns` of every row, `then` applied lazily, computed."""
+        ...
+
+
+class FrameView:
+    """A ledger already read into a frame (`read_ledger`: dry runs, `status`)."""
+
+    def __init__(self, frame: pl.DataFrame) -> None:
+        self._frame = _conform(frame)
+
+    def frame(self, *columns: str) -> pl.DataFrame:
+        return self._frame.select("key", *columns)
+
+    def status_of(self, keys: pl.Series) -> pl.Series:
+        asked = pl.DataFrame({"key": keys.cast(pl.String)})
+        found = asked.join(self._frame.select("key", "status"), on="key", how="left")
+        return found.select(pl.col("status")).to_series()
+
+    def query(
+        self, columns: list[str], then: Callable[[pl.LazyFrame], pl.LazyFrame]
+    ) -> pl.DataFrame:
+        return then(self._frame.lazy().select(columns)).collect()
+
+
 def forecast(
-    ledger: pl.DataFrame,
+    ledger: LedgerView | pl.DataFrame,
     ok: pl.DataFrame,
     dataset_keys: pl.Series,
     flags: RunFlags,
+    *,
+    versions: bool = True,
 ) -> Forecast:
-    """What a run does, from the ledger (`COLUMNS`), the scan's valid rows and every key the
-    dataset holds now (valid or not)."""
-    led = _conform(ledger)
-    present = pl.DataFrame({"key": dataset_keys.cast(pl.String)}).unique()
-    cand = ok.select("key", "address", "content_hash").with_columns(pl.col("key").cast(pl.String))
-    joined = cand.join(led, on="key", how="left", suffix="_led")
+    """What a run does, from the ledger, the scan's valid rows and every key the dataset
+    holds now (valid or not). `versions=False` counts rows sent with other content only when
+    there is something to send (the run: the count decides a refusal, nothing else).
+
+    Reads little of a large ledger: its hot columns (key, status) from memory, full rows only
+    of the few rows in a status a rule acts on, and one lazy pass for the versions.
+    """
+    view = FrameView(ledger) if isinstance(ledger, pl.DataFrame) else ledger
     status = pl.col("status")
+    hot = view.frame("status")
+    ok_keys = ok["key"].cast(pl.String)
+    cand = ok.select(pl.col("key").cast(pl.String), "address")
+
+    acted_on = [SKIPPED, WITHDRAWN, BOUNCED] + ([FAILED] if flags.retry_failed else [])
+    keys = hot.filter(status.is_in(acted_on))["key"]
+    bounced_before = view.query(
+        ["key", "bounced_addresses"],
+        lambda f: f.filter(pl.col("bounced_addresses").is_not_null()).select("key"),
+    )["key"]
+    keys = pl.concat([keys, bounced_before]).unique()
+    special = (
+        view.query(
+            ["key", "status", "address", "tracking_id", "bounced_addresses"],
+            lambda f: f.filter(pl.col("key").is_in(keys.implode())),
+        )
+        if keys.len()
+        else pl.DataFrame(schema=_LEDGER_SCHEMA)
+    )
+    joined = cand.join(special, on="key", how="inner", suffix="_led")
 
     requeue = joined.filter(
         (status == SKIPPED)
         | ((status == WITHDRAWN) & pl.col("tracking_id").is_null())
-        | ((status == FAILED) & pl.lit(flags.retry_failed))
+        | (status == FAILED)
     )["key"].to_list()
-
     bounced_retry: dict[str, str] = {}
     bounced_unchanged: list[str] = []
     blocked: list[str] = []
-    # Only bounced rows, and pending rows that bounced before: never a loop over every row.
-    looked_at = (status == BOUNCED) | (
-        (status == PENDING) & pl.col("bounced_addresses").is_not_null()
-    )
     for key, address, st, old, cell in (
-        joined.filter(looked_at & pl.col("address_led").is_not_null())
+        joined.filter(status.is_in([BOUNCED, PENDING]))
         .select("key", "address", "status", "address_led", "bounced_addresses")
         .iter_rows()
     ):
@@ -185,44 +244,41 @@ def forecast(
         if st == PENDING:
             if address in before:
                 blocked.append(key)
-            continue
-        if not flags.retry_failed:
-            continue
-        if address == old or address in before:
+        elif flags.retry_failed and (address == old or address in before):
             bounced_unchanged.append(key)
-        else:
+        elif flags.retry_failed:
             bounced_retry[key] = address
 
-    after = pl.DataFrame(
-        {"key": requeue + list(bounced_retry)}, schema={"key": pl.String()}
-    ).with_columns(__now=pl.lit(PENDING))
-    now_status = (
-        joined.join(after, on="key", how="left")
-        .with_columns(status=pl.coalesce("__now", "status"))
-        .drop("__now")
-    )
-    sendable = status.is_null() | (status == PENDING)
-    to_send_keys = now_status.filter(sendable & ~pl.col("key").is_in(blocked))
-    to_send = ok.join(to_send_keys.select("key"), on="key", how="semi", maintain_order="left")
+    extra = set(requeue) | set(bounced_retry)
+    # One binary search per row in the ledger's index (as `Ledger.plan`): no hash table.
+    held = view.status_of(ok_keys)
+    sendable = held.is_null() | (held == PENDING)
+    if extra:
+        sendable |= ok_keys.is_in(pl.Series(list(extra), dtype=pl.String()).implode())
+    if blocked:
+        sendable &= ~ok_keys.is_in(pl.Series(blocked, dtype=pl.String()).implode())
+    to_send = ok.filter(sendable)
 
-    sent_like = ~status.is_in([*UNSENT, IN_DOUBT]) & status.is_not_null()
-    changed_sent = now_status.filter(
-        sent_like
-        & pl.col("content_hash_led").is_not_null()
-        & (pl.col("content_hash_led") != "")  # a row recorded without its content
-        & (
-            (pl.col("content_hash") != pl.col("content_hash_led"))
-            | (pl.col("address") != pl.col("address_led"))
-        ).fill_null(False)
-    ).height
+    changed_sent = 0
+    if versions or to_send.height:
+        changed_sent = _changed_sent(view, ok, exclude=extra)
 
-    gone = led.join(present, on="key", how="anti")
+    # Keys are unique on both sides: what the dataset holds of the ledger is a count, and the
+    # ledger's keys it lacks need a join only when there are some.
+    found = int(held.is_not_null().sum())
+    all_keys = dataset_keys.cast(pl.String)
+    if all_keys.len() > ok.height:  # invalid rows: keys too
+        invalid = all_keys.filter(~all_keys.is_in(ok_keys.implode()))
+        found += int(view.status_of(invalid).is_not_null().sum())
+    present = pl.DataFrame({"key": all_keys})
+    gone = hot.join(present, on="key", how="anti") if hot.height > found else hot.clear()
     withdraw = gone.filter(status == PENDING)["key"].to_list()
-    back = set(requeue)
-    withdrawn = sum(1 for k in led.filter(status == WITHDRAWN)["key"] if k not in back)
+    withdrawn = hot.filter(status == WITHDRAWN).height - sum(
+        1 for k in requeue if k in set(special.filter(status == WITHDRAWN)["key"])
+    )
     return Forecast(
         to_send=to_send,
-        in_doubt=led.filter(status == IN_DOUBT).height,
+        in_doubt=hot.filter(status == IN_DOUBT).height,
         requeue=requeue,
         bounced_retry=bounced_retry,
         bounced_unchanged=bounced_unchanged,
@@ -230,36 +286,76 @@ def forecast(
         withdraw=withdraw,
         withdrawn=withdrawn + len(withdraw),
         changed_sent=changed_sent,
-        key_problem=_key_problem(led, gone, present, to_send),
+        key_problem=_key_problem(view, hot, gone, present, to_send, new=all_keys.len() - found),
     )
+
+
+def _changed_sent(view: LedgerView, ok: pl.DataFrame, *, exclude: set[str]) -> int:
+    """Rows sent (and not about to be sent again) whose content or address the current render
+    changes; rows recorded without their content are not counted.
+
+    Each side is reduced to key + one 64-bit digest of (content hash, address) before the join:
+    a 900k-row ledger is compared without holding its two text columns beside the dataset's.
+    """
+    status = pl.col("status")
+    digest = pl.struct("content_hash", "address").hash(seed=0)
+    now = ok.lazy().select(pl.col("key").cast(pl.String), __now=digest)
+    if exclude:
+        now = now.filter(~pl.col("key").is_in(list(exclude)))
+    counted = view.query(
+        ["key", "status", "content_hash", "address"],
+        lambda f: (
+            f.filter(
+                ~status.is_in([*UNSENT, IN_DOUBT])
+                & status.is_not_null()
+                & pl.col("content_hash").is_not_null()
+                & (pl.col("content_hash") != "")
+            )
+            .select("key", __then=digest)
+            .join(now, on="key", how="inner")
+            .filter(pl.col("__then") != pl.col("__now"))
+            .select(pl.len())
+        ),
+    )
+    return int(counted.item())
 
 
 def _key_problem(
-    led: pl.DataFrame, gone: pl.DataFrame, present: pl.DataFrame, to_send: pl.DataFrame
+    view: LedgerView,
+    hot: pl.DataFrame,
+    gone: pl.DataFrame,
+    present: pl.DataFrame,
+    to_send: pl.DataFrame,
+    *,
+    new: int,
 ) -> str | None:
     """Why the keys look changed, with examples; None when they do not."""
     sent_like = ~pl.col("status").is_in([*UNSENT, IN_DOUBT]) & pl.col("status").is_not_null()
-    orphans = gone.filter(sent_like & pl.col("address").is_not_null()).select(
-        "address", old_key="key"
-    )
-    reused = to_send.select("key", "address").join(orphans, on="address", how="inner")
-    if reused.height:
-        examples = ", ".join(
-            f"{a} (sent as {o}, now {k})" for k, a, o in reused.head(EXAMPLES).iter_rows()
+    orphan_keys = gone.filter(sent_like)["key"]
+    if orphan_keys.len() and to_send.height:
+        orphans = view.query(
+            ["key", "address"],
+            lambda f: f.filter(pl.col("key").is_in(orphan_keys.implode())),
+        ).select("address", old_key="key")
+        reused = to_send.select("key", "address").join(
+            orphans.filter(pl.col("address").is_not_null()), on="address", how="inner"
         )
-        return (
-            f"{reused.height} address(es) to send were already sent under another key: {examples}"
-        )
-    counted = led.filter(pl.col("status") != WITHDRAWN)
-    if counted.is_empty():
-        return None
+        if reused.height:
+            examples = ", ".join(
+                f"{a} (sent as {o}, now {k})" for k, a, o in reused.head(EXAMPLES).iter_rows()
+            )
+            return (
+                f"{reused.height} address(es) to send were already sent under another key: "
+                f"{examples}"
+            )
+    counted = hot.filter(pl.col("status") != WITHDRAWN).height
     missing = gone.filter(pl.col("status") != WITHDRAWN)
-    new = present.join(led.select("key"), on="key", how="anti")
-    if new.height and missing.height / counted.height >= KEY_CHANGE_SHARE:
+    if counted and new > 0 and missing.height / counted >= KEY_CHANGE_SHARE:
+        new_keys = present.join(hot.select("key"), on="key", how="anti")["key"].to_list()
         return (
-            f"{missing.height} of the ledger's {counted.height} keys are not in the dataset "
-            f"(e.g. {_sample(missing['key'].to_list())}) and {new.height} new keys appeared "
-            f"(e.g. {_sample(new['key'].to_list())})"
+            f"{missing.height} of the ledger's {counted} keys are not in the dataset "
+            f"(e.g. {_sample(missing['key'].to_list())}) and {new} new keys appeared "
+            f"(e.g. {_sample(new_keys)})"
         )
     return None
 

@@ -27,7 +27,6 @@ from batch import errors
 from batch.anchors import newest_parent, request_id
 from batch.channels import channel_for
 from batch.client import LegallyMailClient
-from batch.forecast import COLUMNS as FORECAST_COLUMNS
 from batch.forecast import RunFlags, forecast
 from batch.jobmodel import Job
 from batch.ledger import FAILED, PENDING, SENT, Entry, Ledger
@@ -116,7 +115,7 @@ class Sender:
         (requeues, withdrawals, bounces sent again) are applied before planning.
         """
         keys = self.frame["__key__"] if "__key__" in self.frame.columns else result.ok["key"]
-        ahead = forecast(self.ledger.frame(*FORECAST_COLUMNS), result.ok, keys, options.flags)
+        ahead = forecast(self.ledger, result.ok, keys, options.flags, versions=False)
         ahead.check(options.flags)
         self.notes = tuple(ahead.notes())
         for note in self.notes:
