@@ -124,7 +124,9 @@ class Sender:
         ahead.apply(self.ledger)
         try:
             self.reconcile_in_doubt()
-            batches = self._plan(result)
+            # Nothing in doubt: the ledger now says exactly what the forecast said (its
+            # transitions are applied), so its plan is reused rather than searched again.
+            batches = self._plan(result, ahead.to_send if not ahead.in_doubt else None)
         except errors.WorkPending as err:
             return str(err)
         if batches and self.channel.checks_credits:
@@ -146,8 +148,9 @@ class Sender:
             return f"{err}; what was not sent stays pending{hint}"
         return "stopped on request" if self.stop.is_set() else None
 
-    def _plan(self, result: Scan) -> Plan:
-        todo = self.ledger.plan(result.ok)
+    def _plan(self, result: Scan, todo: pl.DataFrame | None = None) -> Plan:
+        if todo is None:
+            todo = self.ledger.plan(result.ok)
         self.ledger.queue(todo.select("key", "address", "name", "content_hash"))
         batches = group(
             todo,
