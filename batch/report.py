@@ -11,7 +11,7 @@ channel's (batch.channels). Spreadsheet exports are batch.export's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -90,8 +90,7 @@ def status(
             (in_doubt if status_name == IN_DOUBT else failures).append(item)
     in_flight: list[tuple[str, str, str]] = []
     if holder is not None and in_doubt:
-        in_flight = [(k, e, f"in flight (run pid {holder.pid or '?'})") for k, e, _ in in_doubt]
-        in_doubt = []
+        in_flight, in_doubt = _held_by_live_run(ledger, in_doubt, holder)
     ahead = None
     if dataset_keys is not None and scanned is not None:
         ahead = forecast(_forecast_columns(ledger), scanned, dataset_keys, RunFlags())
@@ -119,6 +118,36 @@ def status(
         forecast=ahead,
         unfinished_other=None if ledger.height else unfinished_other(job),
     )
+
+
+def _held_by_live_run(
+    ledger: pl.DataFrame, in_doubt: list[tuple[str, str, str]], holder: LockOwner
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Split the rows in doubt: those the live run wrote (in flight) and older ones.
+
+    A row whose intent the live run journalled (updated since it took the lock) is in the
+    air: its answer is on its way or is being looked up. One left by an earlier run is looked
+    up by the live run before it sends anything new; neither needs the panel yet.
+    """
+    started = _parse_time(holder.started)
+    updated = dict(zip(ledger["key"].to_list(), ledger["updated_at"].to_list(), strict=True))
+    who = f"run pid {holder.pid or '?'}"
+    flying, older = [], []
+    for key, email, _ in in_doubt:
+        at = updated.get(key)
+        if started is None or at is None or at >= started:
+            flying.append((key, email, f"in flight ({who})"))
+        else:
+            older.append((key, email, f"left in doubt by an earlier run; {who} looks it up first"))
+    return flying + older, []
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
 
 
 def _forecast_columns(ledger: pl.DataFrame) -> pl.DataFrame:

@@ -11,7 +11,7 @@ import json
 import shlex
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -247,8 +247,8 @@ def test_each_resolution_is_journalled_with_its_note_and_evidence(tmp_path: Path
 def test_status_during_a_live_run_says_in_flight_not_check_the_panel(tmp_path: Path) -> None:
     path = write_job(tmp_path, people(2))
     job = load_job(path)
-    in_doubt_ledger(job)  # the live run's intent, journalled while it waits for its answer
     with CampaignLock(job.output_dir / "run.lock"):
+        in_doubt_ledger(job)  # the live run's intent, journalled while it waits for its answer
         live = status(job)
         shown = lmbatch("status", path).output
     assert live.in_doubt == [] and len(live.in_flight) == 2
@@ -257,6 +257,21 @@ def test_status_during_a_live_run_says_in_flight_not_check_the_panel(tmp_path: P
     # Once no run holds the lock, the same rows are in doubt and need a look.
     after = status(job)
     assert len(after.in_doubt) == 2 and after.in_flight == []
+
+
+def test_status_says_a_live_run_looks_up_what_an_earlier_run_left_in_doubt(
+    tmp_path: Path,
+) -> None:
+    path = write_job(tmp_path, people(2))
+    job = load_job(path)
+    in_doubt_ledger(job)  # an earlier run, killed
+    later = datetime.now(UTC) + timedelta(minutes=5)  # the live run started after it
+    with CampaignLock(job.output_dir / "run.lock", clock=lambda: later):
+        live = status(job)
+        shown = lmbatch("status", path).output
+    assert live.in_doubt == [] and len(live.in_flight) == 2
+    assert "earlier run" in live.in_flight[0][2] and "looks it up first" in live.in_flight[0][2]
+    assert "panel" not in shown
 
 
 # -- 9. rows withdrawn from the dataset ------------------------------------------------------
