@@ -273,9 +273,8 @@ def forecast(
     present = pl.DataFrame({"key": all_keys})
     gone = hot.join(present, on="key", how="anti") if hot.height > found else hot.clear()
     withdraw = gone.filter(status == PENDING)["key"].to_list()
-    withdrawn = hot.filter(status == WITHDRAWN).height - sum(
-        1 for k in requeue if k in set(special.filter(status == WITHDRAWN)["key"])
-    )
+    coming_back = set(special.filter(status == WITHDRAWN)["key"]) & set(requeue)
+    withdrawn = hot.filter(status == WITHDRAWN).height - len(coming_back)
     return Forecast(
         to_send=to_send,
         in_doubt=hot.filter(status == IN_DOUBT).height,
