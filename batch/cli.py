@@ -3,7 +3,7 @@
 Exit codes, shared by every command:
   0  done
   1  error (API refused the token, ledger unwritable, unexpected failure)
-  2  the job or its input is invalid (nothing was sent)
+  2  the job or its input is invalid, or a deliberate flag is needed (nothing was sent)
   3  stopped with work pending (credits exhausted, interrupted, in doubt, outside the window,
      nothing sent yet)
   4  another run holds the campaign's lock
@@ -162,17 +162,45 @@ def main() -> None:
     """
 
 
+def campaign_option(func: F) -> F:
+    """--campaign: aim a command at an earlier campaign of the job file (batch.campaigns)."""
+    return click.option(
+        "--campaign",
+        "campaign",
+        default=None,
+        help="Use this earlier campaign of the job file (its name no longer renders the same).",
+    )(func)
+
+
+def _pinned(loaded: Any, campaign: str | None) -> Any:
+    if campaign is None or campaign == loaded.campaign:
+        return loaded
+    from batch.campaigns import pinned
+
+    return pinned(loaded, campaign)
+
+
 @main.command()
 @job_argument
+@campaign_option
+@click.option("--retry-failed", is_flag=True, help="Count what `run --retry-failed` would send.")
 @handle_errors
-def validate(job: Path, period: str | None) -> None:
-    """Check every row of JOB (exit 2 on any problem); nothing is sent."""
+def validate(job: Path, period: str | None, campaign: str | None, retry_failed: bool) -> None:
+    """Check every row of JOB (exit 2 on any problem); nothing is sent.
+
+    The count to send is what `lmbatch run` with the same options sends (batch.forecast).
+    """
     from batch.runner import RunOptions, run
 
-    loaded = _load(job, period)
-    summary = run(loaded, RunOptions(dry_run=True, skip_invalid=True), settings=_settings(loaded))
+    loaded = _pinned(_load(job, period), campaign)
+    options = RunOptions(dry_run=True, skip_invalid=True, offline=True, retry_failed=retry_failed)
+    summary = run(loaded, options, settings=_settings(loaded))
     if summary.invalid:
         raise errors.RowErrors(summary.invalid)
+    for note in summary.notes:
+        console.print(f"[yellow]note:[/] {note}", markup=True, highlight=False)
+    if summary.refused:
+        raise errors.InputError(f"`run` would refuse to start: {summary.refused}")
     stats = summary.stats
     settled = summary.valid_rows - stats.recipients
     already = f" ({settled} already settled in the ledger)" if settled else ""
@@ -210,6 +238,23 @@ def preview(job: Path, period: str | None, limit: int) -> None:
     is_flag=True,
     help="Outside the job's send window, exit 3 (work left) instead of waiting.",
 )
+@click.option(
+    "--accept-key-change",
+    is_flag=True,
+    help="Send although the dataset's keys changed (recipients may get a second message).",
+)
+@click.option(
+    "--accept-new-version",
+    is_flag=True,
+    help="Send the rest although earlier rows were sent with other content.",
+)
+@click.option("--offline", is_flag=True, help="With --dry-run: skip the token and credit check.")
+@campaign_option
+@click.option(
+    "--new-campaign",
+    is_flag=True,
+    help="Open a new campaign although an earlier one of this job file is unfinished.",
+)
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log lines here.")
 @click.option("--json-log", is_flag=True, help="Log JSON lines (with --log-file, or on stderr).")
 @handle_errors
@@ -221,6 +266,11 @@ def run(
     allow_partial: bool,
     retry_failed: bool,
     exit_outside_window: bool,
+    accept_key_change: bool,
+    accept_new_version: bool,
+    offline: bool,
+    campaign: str | None,
+    new_campaign: bool,
     log_file: Path | None,
     json_log: bool,
 ) -> None:
@@ -228,13 +278,17 @@ def run(
     from batch.runner import RunOptions
     from batch.runner import run as run_campaign
 
-    loaded = _load(job, period)
+    loaded = _pinned(_load(job, period), campaign)
     options = RunOptions(
         dry_run=dry_run,
         skip_invalid=skip_invalid,
         allow_partial=allow_partial,
         retry_failed=retry_failed,
         exit_outside_window=exit_outside_window,
+        accept_key_change=accept_key_change,
+        accept_new_version=accept_new_version,
+        offline=offline,
+        new_campaign=new_campaign,
     )
     stop = threading.Event()
     from batch.progress import open_reporter
@@ -244,7 +298,7 @@ def run(
             loaded, options, settings=_settings(loaded), reporter=reporter, stop=stop
         )
         _finish(reporter, summary)
-    _print_run(summary, job, loaded.period.label if loaded.period else period)
+    _print_run(summary, job, loaded.period.label if loaded.period else period, options, loaded)
     sys.exit(summary.exit_code)
 
 
@@ -255,29 +309,32 @@ def run(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the failed rows to this .csv/.xlsx/.parquet file, to fix and re-run.",
 )
+@campaign_option
 @handle_errors
-def status(job: Path, period: str | None, export_failed: Path | None) -> None:
+def status(job: Path, period: str | None, export_failed: Path | None, campaign: str | None) -> None:
     """Summarise JOB's ledger: counts per status, failures, in doubt, what is left."""
-    from batch.dataset import read_dataset
     from batch.report import print_status
     from batch.report import status as summarize
+    from batch.runner import validate as read_and_scan
 
-    loaded = _load(job, period)
+    loaded = _pinned(_load(job, period), campaign)
     if export_failed is not None:
         from batch.export import export_failed as write_failed
 
         path, n = write_failed(loaded, export_failed)
         console.print(
-            f"{n} failed row(s) written to {path}; fix them, then: "
-            f"lmbatch run {job} --retry-failed",
+            f"{n} failed or bounced row(s) written to {path} (reason in lmbatch_reason); "
+            f"correct them in the dataset itself, then: lmbatch run {_quoted(job)} --retry-failed",
             markup=False,
         )
         return
     try:
-        keys = read_dataset(loaded)["__key__"]
+        frame, scanned = read_and_scan(loaded)
     except errors.InputError:
-        keys = None
-    print_status(summarize(loaded, keys), _out())
+        frame, scanned = None, None
+    keys = frame["__key__"] if frame is not None else None
+    ok = scanned.ok if scanned is not None else None
+    print_status(summarize(loaded, keys, ok), _out())
 
 
 @main.command()
@@ -402,32 +459,44 @@ def report(job: Path, period: str | None, fmt: str | None, output: Path | None) 
 @main.command()
 @job_argument
 @click.argument("keys", nargs=-1, required=True)
-@click.option("--sent", "verdict", flag_value="sent", help="It is in the LegallyMail panel.")
-@click.option("--not-sent", "verdict", flag_value="not-sent", help="It is not: send it again.")
+@click.option("--sent", is_flag=True, help="It is in the LegallyMail panel.")
+@click.option("--not-sent", is_flag=True, help="It is not: send it again.")
 @click.option("--tracking-id", default=None, help="With --sent: the id shown in the panel.")
+@click.option("--note", default=None, help="Why: what you checked (kept with the verdict).")
+@campaign_option
 @handle_errors
 def resolve(
     job: Path,
     period: str | None,
     keys: tuple[str, ...],
-    verdict: str | None,
+    sent: bool,
+    not_sent: bool,
     tracking_id: str | None,
+    note: str | None,
+    campaign: str | None,
 ) -> None:
-    """Settle rows left in doubt by hand, after checking the LegallyMail panel."""
+    """Settle rows left in doubt by hand, after checking the LegallyMail panel.
+
+    Each verdict is journalled with its time, the note and the tracking id given, and kept
+    in <output>/<campaign>/resolutions.jsonl.
+    """
     from batch.ledger import Ledger
     from batch.lock import CampaignLock
     from batch.reconcile import settle_by_hand
 
-    if verdict is None:
-        raise click.UsageError("say --sent or --not-sent")
-    loaded = _load(job, period)
+    if sent == not_sent:
+        raise click.UsageError("say exactly one of --sent or --not-sent")
+    if not_sent and tracking_id is not None:
+        raise click.UsageError("--tracking-id goes with --sent")
+    verdict = "sent" if sent else "not-sent"
+    loaded = _pinned(_load(job, period), campaign)
     with CampaignLock(loaded.output_dir / "run.lock"), Ledger.open(loaded.output_dir) as ledger:
-        done = settle_by_hand(ledger, list(keys), sent=verdict == "sent", tracking_id=tracking_id)
+        done = settle_by_hand(ledger, list(keys), sent=sent, tracking_id=tracking_id, note=note)
     _out().print(f"{len(done)} row(s) recorded as {verdict}")
-    if verdict == "sent" and tracking_id is None:
+    if sent and tracking_id is None:
         console.print(
             "[yellow]warning:[/] without --tracking-id, `track` and `certificates` cannot "
-            "follow these rows; run resolve again with the id shown in the panel to add it"
+            "follow these rows; the verdict stands and is journalled without evidence"
         )
 
 
@@ -591,11 +660,33 @@ def _finish(reporter: Any, summary: Any) -> None:
     reporter.finish(outcome_of(code), code, dict(summary.counts), stopped=summary.stopped)
 
 
-def _print_run(summary: Any, job: Path, period: str | None, *, next_step: bool = True) -> None:
+def _quoted(path: Path) -> str:
+    import shlex
+
+    return shlex.quote(str(path))
+
+
+def _print_run(
+    summary: Any,
+    job: Path,
+    period: str | None,
+    options: Any = None,
+    loaded: Any = None,
+    *,
+    next_step: bool = True,
+) -> None:
     """The end-of-run summary on stdout (batch.run_summary)."""
+    from batch.hints import resume_command
     from batch.run_summary import print_run
 
-    print_run(summary, job, period, Console(soft_wrap=True, highlight=False), next_step=next_step)
+    print_run(
+        summary,
+        job,
+        period,
+        Console(soft_wrap=True, highlight=False),
+        next_step=next_step,
+        resume=resume_command(job, period, options, loaded),
+    )
 
 
 class _stop_on_signals:

@@ -40,7 +40,7 @@ from batch.dataset import read_dataset
 from batch.errors import BatchError
 from batch.files import fsync_dir
 from batch.jobmodel import Job
-from batch.ledger import FAILED
+from batch.ledger import BOUNCED, FAILED
 from batch.report import ledger_frame
 
 # Blanks a spreadsheet skips before looking for a formula sign (Unicode White_Space, spelled
@@ -106,21 +106,29 @@ def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> P
 
 
 def export_failed(job: Job, path: Path) -> tuple[Path, int]:
-    """Write the dataset rows whose send failed, in the dataset's own format, to fix and re-run.
+    """Write the dataset rows whose send failed or bounced, in the dataset's own format.
 
-    The format follows `path`'s extension (.csv, .xlsx, .parquet). After fixing them in the
-    dataset, `lmbatch run --retry-failed` sends them again.
+    The format follows `path`'s extension (.csv, .xlsx, .parquet). Two columns are added:
+    `lmbatch_status` (failed or bounced) and `lmbatch_reason` (the API's or the recipient
+    server's words). After correcting those rows in the dataset itself, `lmbatch run
+    --retry-failed` sends them again: a failed row as it is, a bounced row only to a
+    corrected address (never again to the one it bounced at).
     """
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in ("csv", "xlsx", "parquet"):
         raise BatchError(f"{path}: use a .csv, .xlsx or .parquet file name")
     ledger = ledger_frame(job)
-    failed = (
-        ledger.filter(pl.col("status") == FAILED).select(pl.col("key").alias("__key__"))
-        if ledger.height
-        else pl.DataFrame(schema={"__key__": pl.String})
-    )
-    rows = read_dataset(job).join(failed, on="__key__", how="semi").sort("__row__")
+    schema = {"__key__": pl.String, "lmbatch_status": pl.String, "lmbatch_reason": pl.String}
+    if ledger.height:
+        reason = [c for c in ("error_details", "error_status") if c in ledger.columns]
+        failed = ledger.filter(pl.col("status").is_in([FAILED, BOUNCED])).select(
+            pl.col("key").alias("__key__"),
+            pl.col("status").alias("lmbatch_status"),
+            pl.coalesce(*reason, "status").alias("lmbatch_reason"),
+        )
+    else:
+        failed = pl.DataFrame(schema=schema)
+    rows = read_dataset(job).join(failed, on="__key__", how="inner").sort("__row__")
     rows = rows.drop("__row__", "__key__")
     _write(rows, path, suffix)
     return path, rows.height

@@ -110,3 +110,25 @@ class CampaignLock:
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
+
+
+def live_holder(path: Path) -> LockOwner | None:
+    """The live run holding the campaign lock at `path`, or None when no run holds it.
+
+    For readers (`lmbatch status`): a shared flock that cannot be had means a run holds the
+    exclusive one, and the file names it. Taking the shared lock for an instant never blocks
+    that run (it would only delay a run starting at that very moment, by microseconds).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_owner(fd) or LockOwner(None, "", "")
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

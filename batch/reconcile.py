@@ -50,10 +50,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import polars as pl
-
-from batch.errors import ApiError, InputError
-from batch.ledger import FAILED, IN_DOUBT, SENT, Ledger, Outcome
+from batch.errors import ApiError
+from batch.ledger import FAILED, SENT, Ledger, Outcome, resolve
 from batch.registry import TrackingRegistry
 from batch.server_clock import ServerClock, parse_server_time
 
@@ -383,32 +381,22 @@ def reconcile_signature(
 
 
 def settle_by_hand(
-    ledger: Ledger, keys: Sequence[str], *, sent: bool, tracking_id: str | None = None
+    ledger: Ledger,
+    keys: Sequence[str],
+    *,
+    sent: bool,
+    tracking_id: str | None = None,
+    note: str | None = None,
 ) -> list[str]:
     """Record the operator's verdict on in-doubt rows; the keys that were settled.
 
     `sent=True` after finding the message in the LegallyMail panel (it will not be sent
-    again); `sent=False` after making sure it is not there (the next run sends it).
+    again); `sent=False` after making sure it is not there (the next run sends it). Every
+    key must be in doubt (an unknown key or a settled row is refused, naming it); the verdict
+    is journalled with its time, `note` and the evidence (`tracking_id`), and kept in
+    `resolutions.jsonl` (batch.ledger.rules).
     """
-    doubtful = ledger.keys_with_status(IN_DOUBT).filter(pl.col("key").is_in(list(keys)))
-    missing = sorted(set(keys) - set(doubtful["key"].to_list()))
-    if missing:
-        raise InputError(
-            f"not in doubt: {', '.join(missing[:10])}",
-            hint="`lmbatch status JOB` lists the rows in doubt",
-        )
+    done = resolve(ledger, keys, sent=sent, tracking_id=tracking_id, note=note)
     if sent and tracking_id:
         TrackingRegistry(ledger.path.parent).record([tracking_id])
-    for (request_id,), rows in doubtful.group_by("request_id", maintain_order=True):
-        group_keys = rows["key"].to_list()
-        if sent:
-            outcomes = [Outcome(k, SENT, tracking_id, "confirmed by hand") for k in group_keys]
-            ledger.sent(
-                str(request_id),
-                parent_tracking_id=tracking_id,
-                outcomes=outcomes,
-                sent_at=None,
-            )
-        else:
-            ledger.not_sent(str(request_id), group_keys, "confirmed not sent by hand")
-    return list(doubtful["key"])
+    return done

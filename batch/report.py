@@ -11,7 +11,7 @@ channel's (batch.channels). Spreadsheet exports are batch.export's.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -20,10 +20,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from batch import errors
+from batch.campaigns import unfinished_other
 from batch.channels import channel_for
 from batch.files import write_atomic
+from batch.forecast import COLUMNS as FORECAST_COLUMNS
+from batch.forecast import Forecast, RunFlags, forecast
 from batch.jobmodel import Job
 from batch.ledger import FAILED, IN_DOUBT, PENDING, SKIPPED, has_history
+from batch.lock import LockOwner, live_holder
 from batch.plan import eta_seconds
 from batch.report_data import PROBLEMS, CampaignReport, campaign_report, ledger_frame, local_time
 from batch.report_html import render_html
@@ -32,6 +36,7 @@ from batch.stats import human_duration
 __all__ = ["CampaignReport", "campaign_report", "ledger_frame", "local_time"]
 
 REPORT_NAME = "report.html"
+RUN_LOCK = "run.lock"  # the campaign lock `run` holds (batch.lock)
 
 
 @dataclass
@@ -49,6 +54,15 @@ class StatusSummary:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # key, address, reason
     job_path: Path | None = None  # for the commands it suggests
 
+    # A live run holds the campaign lock: its in-doubt rows are in flight, not lost.
+    live_run: LockOwner | None = None
+    in_flight: list[tuple[str, str, str]] = field(default_factory=list)
+    # The forecast a plain `run` starts from (batch.forecast): rows it would withdraw, the
+    # two-versions count, what it would send.
+    forecast: Forecast | None = None
+    # An earlier campaign of this job file, unfinished, when this one has no ledger yet.
+    unfinished_other: str | None = None
+
     @property
     def doubt_by_hand(self) -> bool:
         """Whether rows in doubt wait for the operator (never looked up or re-sent by a run)."""
@@ -56,16 +70,22 @@ class StatusSummary:
 
     @property
     def remaining(self) -> int:
-        """Recipients a run would still send or look up (in doubt by hand counted apart)."""
+        """Recipients a run would still send or look up (in doubt by hand counted apart;
+        pending rows that left the dataset are withdrawn)."""
         doubt = 0 if self.doubt_by_hand else self.counts.get(IN_DOUBT, 0)
-        return self.counts.get(PENDING, 0) + doubt + self.not_queued
+        withdrawing = len(self.forecast.withdraw) if self.forecast is not None else 0
+        return self.counts.get(PENDING, 0) + doubt + self.not_queued - withdrawing
 
 
-def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
-    """Summarise the ledger; `dataset_keys` lets it count rows not yet queued."""
+def status(
+    job: Job, dataset_keys: pl.Series | None = None, scanned: pl.DataFrame | None = None
+) -> StatusSummary:
+    """Summarise the ledger; `dataset_keys` lets it count rows not yet queued, and with the
+    scan's valid rows (`scanned`) it says what a plain `run` would do (batch.forecast)."""
     if not has_history(job.output_dir):
         raise errors.NothingSent(job.output_dir, job.path)
     ledger = ledger_frame(job)
+    holder = live_holder(job.output_dir / RUN_LOCK)
     counts: dict[str, int] = {}
     failures: list[tuple[str, str, str]] = []
     in_doubt: list[tuple[str, str, str]] = []
@@ -84,6 +104,12 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
                 skipped.append(item)
             else:
                 failures.append(item)
+    in_flight: list[tuple[str, str, str]] = []
+    if holder is not None and in_doubt:
+        in_flight, in_doubt = _held_by_live_run(ledger, in_doubt, holder)
+    ahead = None
+    if dataset_keys is not None and scanned is not None:
+        ahead = forecast(_forecast_columns(ledger), scanned, dataset_keys, RunFlags())
     not_queued = 0
     if dataset_keys is not None:
         keys = pl.DataFrame({"key": dataset_keys.cast(pl.String)})
@@ -103,6 +129,10 @@ def status(job: Job, dataset_keys: pl.Series | None = None) -> StatusSummary:
         channel=job.spec.channel,
         skipped=skipped,
         job_path=job.path,
+        live_run=holder,
+        in_flight=in_flight,
+        forecast=ahead,
+        unfinished_other=None if ledger.height else unfinished_other(job),
     )
     summary.eta_seconds = eta_seconds(
         summary.remaining, per_window=limits.requests_per_window, window=limits.window_seconds
@@ -115,6 +145,40 @@ def attention_order(counts: dict[str, int]) -> list[tuple[str, int]]:
     first = [IN_DOUBT, FAILED, *[p for p in PROBLEMS if p != FAILED], SKIPPED, PENDING]
     rank = {name: i for i, name in enumerate(first)}
     return sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(first)), kv[0]))
+
+
+def _held_by_live_run(
+    ledger: pl.DataFrame, in_doubt: list[tuple[str, str, str]], holder: LockOwner
+) -> tuple[list[tuple[str, str, str]], list[tuple[str, str, str]]]:
+    """Split the rows in doubt: those the live run wrote (in flight) and older ones.
+
+    A row whose intent the live run journalled (updated since it took the lock) is in the
+    air: its answer is on its way or is being looked up. One left by an earlier run is looked
+    up by the live run before it sends anything new; neither needs the panel yet.
+    """
+    started = _parse_time(holder.started)
+    updated = dict(zip(ledger["key"].to_list(), ledger["updated_at"].to_list(), strict=True))
+    who = f"run pid {holder.pid or '?'}"
+    flying, older = [], []
+    for key, email, _ in in_doubt:
+        at = updated.get(key)
+        if started is None or at is None or at >= started:
+            flying.append((key, email, f"in flight ({who})"))
+        else:
+            older.append((key, email, f"left in doubt by an earlier run; {who} looks it up first"))
+    return flying + older, []
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _forecast_columns(ledger: pl.DataFrame) -> pl.DataFrame:
+    return ledger.select(c for c in ("key", *FORECAST_COLUMNS) if c in ledger.columns)
 
 
 def print_status(summary: StatusSummary, console: Console) -> None:
@@ -149,6 +213,26 @@ def print_status(summary: StatusSummary, console: Console) -> None:
         console.print(f"[yellow]{len(summary.skipped)} skipped[/] (invalid when sent):")
         _rows(console, summary.skipped)
         console.print(f"  fix the rows, then: lmbatch run {job}", markup=False)
+    if summary.unfinished_other is not None:
+        console.print(
+            f"[yellow]campaign {escape(summary.unfinished_other)} of this job file is "
+            "unfinished[/]: "
+            f"`run` refuses to open {escape(summary.campaign)} until it is done; see it with "
+            f"--campaign {escape(summary.unfinished_other)}"
+        )
+    if summary.live_run is not None:
+        console.print(f"a run is sending now: {summary.live_run}", markup=False)
+    if summary.in_flight:
+        console.print(
+            f"[cyan]{len(summary.in_flight)} in flight[/]: the live run records or looks "
+            "them up itself; nothing to do"
+        )
+        for key, email, why in summary.in_flight[:20]:
+            console.print(f"  {key} {email}: {why}", markup=False)
+    if summary.forecast is not None:
+        for note in summary.forecast.notes():
+            if not note.endswith("is sent as well"):  # the in-doubt line is said below
+                console.print(f"[yellow]note:[/] {escape(note)}")
     if summary.remaining:
         console.print(
             f"{summary.remaining} left to send: about {human_duration(summary.eta_seconds)} "

@@ -33,7 +33,13 @@ def _period(period: str | None) -> str:
 
 
 def print_run(
-    summary: RunSummary, job: Path, period: str | None, out: Console, *, next_step: bool = True
+    summary: RunSummary,
+    job: Path,
+    period: str | None,
+    out: Console,
+    *,
+    next_step: bool = True,
+    resume: str | None = None,
 ) -> None:
     """The end-of-run summary: counts by what needs attention, reasons, the next command."""
     verb = "would send" if summary.dry_run else "campaign"
@@ -42,11 +48,15 @@ def print_run(
     out.print(f"{verb} {summary.campaign}: {counts}", markup=False)
     stats = summary.stats
     if summary.dry_run:
+        for note in summary.notes:
+            out.print(f"note: {note}", markup=False)
+        if summary.refused:
+            out.print(f"[red]`run` would refuse to start[/]: {escape(str(summary.refused))}")
         out.print(f"{stats.requests_planned} request(s), {about(stats.eta_seconds)}")
         return
     out.print(f"{stats.api_calls} API call(s), {stats.rate_limited}×429", markup=False)
     out.print(f"ledger: {summary.ledger_path}", markup=False)
-    run_again = f"lmbatch run {job}{_period(period)}"
+    run_again = resume or f"lmbatch run {job}{_period(period)}"
     problems = problem_rows(summary.ledger_path.parent)
     if summary.counts.get("in_doubt", 0):
         keys = " ".join(k for k, _, _ in problems.get("in_doubt", [])[:5]) or "KEY"

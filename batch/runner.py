@@ -15,10 +15,21 @@ from pathlib import Path
 import polars as pl
 
 from batch import errors
+from batch.campaigns import check_new_ledger, mark
+from batch.channels import channel_for
 from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
 from batch.dataset import read_dataset
+from batch.forecast import forecast
 from batch.jobmodel import Job
-from batch.ledger import IN_DOUBT, PENDING, SKIPPED, Ledger, read_ledger, unsettled
+from batch.ledger import (
+    IN_DOUBT,
+    PENDING,
+    SKIPPED,
+    WITHDRAWN,
+    Ledger,
+    has_history,
+    read_ledger,
+)
 from batch.lock import CampaignLock
 from batch.pacing import StopClock
 from batch.plan import group
@@ -51,6 +62,8 @@ class RunSummary:
     invalid: list[errors.RowError] = field(default_factory=list)
     closed_at_start: bool = False  # --exit-outside-window found the window closed: nothing tried
     valid_rows: int = 0  # rows that rendered and validated (dry runs)
+    notes: list[str] = field(default_factory=list)  # the forecast's (and a dry run's checks)
+    refused: str | None = None  # dry runs: why the real run would refuse to start (exit 2)
 
     @property
     def remaining(self) -> int:
@@ -62,7 +75,7 @@ class RunSummary:
         """0 when nothing is left, 3 when work remains (a closed window too: the period is
         not done, and the next firing inside the window sends it)."""
         if self.dry_run:
-            return errors.EXIT_OK
+            return errors.EXIT_INVALID if self.refused else errors.EXIT_OK
         if self.remaining or self.stopped:
             return errors.EXIT_PENDING
         # Done, but not everyone was reached: exit 5 so cron and systemd do not file it as
@@ -133,8 +146,14 @@ def run(
         tz=job.tz,
     )
     if options.dry_run:
-        return _dry_run(job, result, stats)
+        check_new_ledger(job, allow_new=options.new_campaign)
+        summary = _dry_run(job, frame, result, stats, options)
+        if not options.offline and summary.refused is None:
+            with _client(job, client, settings, stop, options, lambda _: None) as api:
+                summary.notes.append(_account_check(job, api, stats.recipients))
+        return summary
     check_writable(job.output_dir)
+    check_new_ledger(job, allow_new=options.new_campaign)
 
     def on_request(event: RequestEvent) -> None:
         stats.count_request(event.status)
@@ -152,6 +171,7 @@ def run(
         ) as ledger,
         _client(job, client, settings, stop, options, on_request) as api,
     ):
+        mark(job, done=False)
         if lock.stale_previous is not None:  # unattended, this is the only sign of a crash
             reporter.note(
                 f"the previous run ({lock.stale_previous}) ended without releasing the lock; "
@@ -172,16 +192,20 @@ def run(
         stats.next_free, stats.send_window = api.limiter.next_free_in, sender.window
         stopped = sender.go(result, options)
         counts = ledger.counts()
+        summary = RunSummary(
+            job.campaign,
+            job.output_dir / "ledger.parquet",
+            counts,
+            stats,
+            stopped=stopped,
+            invalid=result.errors,
+            closed_at_start=sender.outside_at_start,
+            notes=list(sender.notes),
+        )
+        if summary.exit_code == errors.EXIT_OK:
+            mark(job, done=True)
     reporter.stop()
-    return RunSummary(
-        job.campaign,
-        job.output_dir / "ledger.parquet",
-        counts,
-        stats,
-        stopped=stopped,
-        invalid=result.errors,
-        closed_at_start=sender.outside_at_start,
-    )
+    return summary
 
 
 @contextmanager
@@ -208,15 +232,28 @@ def _client(
         built.close()
 
 
-def _dry_run(job: Job, result: Scan, stats: RunStats) -> RunSummary:
+def _dry_run(
+    job: Job, frame: pl.DataFrame, result: Scan, stats: RunStats, options: RunOptions
+) -> RunSummary:
+    """What `run` with the same options would send: the forecast it starts from."""
     folder = job.output_dir
-    # The journal alone may hold sends (a first run stopped before its first checkpoint).
-    todo = unsettled(read_ledger(folder), result.ok) if folder.is_dir() else result.ok
+    # The journal alone may hold sends (a first run stopped before its first checkpoint);
+    # a campaign whose files were lost is refused here as the run would refuse it.
+    ledger = read_ledger(folder) if has_history(folder) else pl.DataFrame()
+    ahead = forecast(ledger, result.ok, frame["__key__"], options.flags)
+    refused = None
+    try:
+        ahead.check(options.flags)
+    except errors.InputError as err:
+        refused = f"{err}" + (f"; {err.hint}" if err.hint else "")
+    todo = ahead.to_send if refused is None else ahead.to_send.clear()
     batches = group(
         todo, max_recipients=job.spec.limits.max_recipients_per_request, grouping=grouping(job)
     )
     stats.recipients, stats.requests_planned = todo.height, len(batches)
     counts = {PENDING: todo.height}
+    if ahead.withdrawn:
+        counts[WITHDRAWN] = ahead.withdrawn
     return RunSummary(
         job.campaign,
         folder / "ledger.parquet",
@@ -225,4 +262,25 @@ def _dry_run(job: Job, result: Scan, stats: RunStats) -> RunSummary:
         dry_run=True,
         invalid=result.errors,
         valid_rows=result.ok.height,
+        notes=ahead.notes(),
+        refused=refused,
+    )
+
+
+def _account_check(job: Job, api: LegallyMailClient, needed: int) -> str:
+    """One `/api/info` call: the token is accepted, the server answers, the credits cover."""
+    info = api.info()  # an AuthError (exit 1) or the server's silence stops the dry run here
+    channel = channel_for(job.spec)
+    remaining = channel.remaining_credits(info) if channel.checks_credits else None
+    if remaining is None:
+        return "the token and the server answer (GET /api/info)"
+    if remaining < needed:
+        return (
+            f"the token and the server answer; the account has {remaining} "
+            f"{channel.credit_unit} credits left and this run needs {needed}: `run` stops "
+            "unless --allow-partial"
+        )
+    return (
+        f"the token and the server answer; {remaining} {channel.credit_unit} credits left "
+        f"cover the {needed} to send"
     )

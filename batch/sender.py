@@ -31,8 +31,9 @@ from batch.anchors import newest_parent, request_id
 from batch.attachments import DOCUMENTS
 from batch.channels import channel_for
 from batch.client import LegallyMailClient
+from batch.forecast import RunFlags, forecast
 from batch.jobmodel import Job
-from batch.ledger import FAILED, PENDING, SENT, SKIPPED, Entry, Ledger
+from batch.ledger import FAILED, PENDING, SENT, Entry, Ledger
 from batch.pacing import StopClock
 from batch.plan import Batch, Plan, group
 from batch.progress import Reporter
@@ -55,6 +56,19 @@ class RunOptions:
     retry_failed: bool = False
     window_seconds: float | None = None  # overrides limits.window_seconds (demo, tests)
     exit_outside_window: bool = False  # cron: leave when the send window is closed
+    accept_key_change: bool = False  # send although the dataset's keys look changed
+    accept_new_version: bool = False  # send the rest although earlier rows got other content
+    offline: bool = False  # dry run: do not check the token, server and credits
+    new_campaign: bool = False  # open a new ledger although an earlier one is unfinished
+
+    @property
+    def flags(self) -> RunFlags:
+        """The options that change what is sent (batch.forecast)."""
+        return RunFlags(
+            retry_failed=self.retry_failed,
+            accept_key_change=self.accept_key_change,
+            accept_new_version=self.accept_new_version,
+        )
 
 
 def grouping(job: Job) -> bool:
@@ -70,6 +84,7 @@ class Sender:
     """One run's send loop over a locked ledger."""
 
     outside_at_start = False
+    notes: tuple[str, ...] = ()  # what the forecast said before sending
 
     def __init__(
         self,
@@ -115,14 +130,25 @@ class Sender:
         self.opened = False  # whether this run has sent inside the window yet
 
     def go(self, result: Scan, options: RunOptions) -> str | None:
-        """Reconcile, plan, check credits and send; the reason it stopped early, if any."""
+        """Forecast, reconcile, plan, check credits and send; why it stopped early, if any.
+
+        The forecast (batch.forecast) is the one `validate` and `--dry-run` report: it
+        refuses a changed key or a second version unless asked, and its transitions
+        (requeues, withdrawals, bounces sent again) are applied before planning.
+        """
+        keys = self.frame["__key__"] if "__key__" in self.frame.columns else result.ok["key"]
+        ahead = forecast(self.ledger, result.ok, keys, options.flags, versions=False)
+        ahead.check(options.flags)
+        self.notes = tuple(ahead.notes())
+        for note in self.notes:
+            self.reporter.note(note)
         self._settle_invalid(result, options)
-        if options.retry_failed:
-            failed = self.ledger.keys_with_status(FAILED)["key"].to_list()
-            self.ledger.requeue(failed)
+        ahead.apply(self.ledger)
         try:
             self.reconcile_in_doubt()
-            batches = self._plan(result)
+            # Nothing in doubt: the ledger now says exactly what the forecast said (its
+            # transitions are applied), so its plan is reused rather than searched again.
+            batches = self._plan(result, ahead.to_send if not ahead.in_doubt else None)
         except errors.WorkPending as err:
             return str(err)
         if batches and self.channel.checks_credits:
@@ -144,8 +170,9 @@ class Sender:
             return f"{err}; what was not sent stays pending{hint}"
         return "stopped on request" if self.stop.is_set() else None
 
-    def _plan(self, result: Scan) -> Plan:
-        todo = self.ledger.plan(result.ok)
+    def _plan(self, result: Scan, todo: pl.DataFrame | None = None) -> Plan:
+        if todo is None:
+            todo = self.ledger.plan(result.ok)
         self.ledger.queue(todo.select("key", "address", "name", "content_hash"))
         batches = group(
             todo,
@@ -157,11 +184,7 @@ class Sender:
         return batches
 
     def _settle_invalid(self, result: Scan, options: RunOptions) -> None:
-        # A row skipped earlier and valid now goes back to the queue: the user fixed it.
-        skipped = self.ledger.keys_with_status(SKIPPED).select("key")
-        fixed = result.ok.join(skipped, on="key", how="semi")["key"].to_list()
-        if fixed:
-            self.ledger.requeue(fixed)
+        # (A row skipped earlier and valid now goes back to the queue: the forecast's rule.)
         if not (options.skip_invalid and result.errors):
             return
         reasons: dict[str, list[str]] = {}

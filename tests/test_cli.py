@@ -269,8 +269,11 @@ def test_export_failed_then_retry_failed_resends_only_the_fixed_rows(
     assert f"then: lmbatch run {job} --retry-failed" in result.stderr
     dataset = pl.read_csv(tmp_path / "people.csv")
     failed = pl.read_csv(failed_csv)
-    assert failed.columns == dataset.columns  # the dataset's own format, to edit and re-run
+    # The dataset's own format, to edit and re-run, plus why each row is there.
+    assert failed.columns == [*dataset.columns, "lmbatch_status", "lmbatch_reason"]
     assert failed["id"].to_list() == ["C-001", "C-003"]
+    assert failed["lmbatch_status"].to_list() == ["failed", "failed"]
+    assert failed["lmbatch_reason"].null_count() == 0
 
     fixed = [e.replace("fail-", "fixed-") for e in emails]
     write_job(tmp_path, fixed)
@@ -289,8 +292,25 @@ def test_dry_run_sends_nothing_and_writes_no_ledger(api: RunningSandbox, tmp_pat
     assert result.exit_code == 0
     assert "would send cli: 3 pending" in result.stdout
     assert recipients_accepted(api) == []
-    assert api.state.request_count() == 0
+    # One call checks the token, the server and the credits; nothing else reaches the API.
+    assert [(r["method"], r["path"]) for r in api.state.requests()] == [("GET", "/api/info")]
+    assert "credits left cover the 3 to send" in result.stdout
     assert not (tmp_path / "out" / "cli" / "ledger.parquet").exists()
+
+
+def test_an_offline_dry_run_makes_no_call(api: RunningSandbox, tmp_path: Path) -> None:
+    result = lmbatch("run", write_job(tmp_path, addresses(3)), "--dry-run", "--offline")
+    assert result.exit_code == 0
+    assert api.state.request_count() == 0
+
+
+def test_a_dry_run_with_a_refused_token_fails_like_the_run(
+    api: RunningSandbox, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LEGALLYMAIL_TOKEN", "not-the-token")
+    result = lmbatch("run", write_job(tmp_path, addresses(3)), "--dry-run")
+    assert result.exit_code == 1
+    assert recipients_accepted(api) == []
 
 
 def test_preview_writes_an_index_page(tmp_path: Path) -> None:
@@ -328,7 +348,7 @@ def test_schedule_of_a_job_without_one_exits_2(tmp_path: Path) -> None:
 def test_usage_errors_exit_2_like_invalid_input(tmp_path: Path) -> None:
     result = lmbatch("resolve", write_job(tmp_path, addresses(1)), "C-000")
     assert result.exit_code == click.UsageError.exit_code == 2
-    assert "say --sent or --not-sent" in result.output
+    assert "say exactly one of --sent or --not-sent" in result.output
 
 
 # ---------------------------------------------------------------- the token stays secret

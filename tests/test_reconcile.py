@@ -393,7 +393,8 @@ def test_settled_by_hand_as_not_sent_goes_back_to_the_queue(
 
 
 def test_only_rows_in_doubt_can_be_settled_by_hand(in_doubt: Callable[[], Ledger]) -> None:
-    with in_doubt() as ledger, pytest.raises(InputError, match="not in doubt: C"):
+    # C is no row of this ledger: a verdict on it is a mistake about which row was checked.
+    with in_doubt() as ledger, pytest.raises(InputError, match="not in the ledger: C"):
         settle_by_hand(ledger, ["A", "C"], sent=True)
 
 

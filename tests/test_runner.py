@@ -12,7 +12,7 @@ import pytest
 from batch import errors
 from batch.jobfile import load_job
 from batch.ledger import Entry, Ledger, Outcome, read_ledger
-from batch.runner import NullReporter, RunOptions, RunStats, run
+from batch.runner import NullReporter, RunOptions, RunStats, run, validate
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
 from batch.sender import Sender
 from batch.settings import Settings
@@ -290,9 +290,10 @@ def test_dry_run_counts_sends_still_only_in_the_journal(
     api: RunningSandbox, tmp_path: Path
 ) -> None:
     job = load_job(write_job(tmp_path, people(3)))
+    content_hash = validate(job)[1].ok.filter(pl.col("key") == "C-0000")["content_hash"][0]
     # A first run killed before its first checkpoint leaves a journal and no parquet yet.
     with Ledger.open(job.output_dir) as ledger:
-        ledger.intent("r1", [Entry("C-0000", "p0@example.com", "", "h")])
+        ledger.intent("r1", [Entry("C-0000", "p0@example.com", "", content_hash)])
         ledger.sent(
             "r1", parent_tracking_id="p", outcomes=[Outcome("C-0000", "sent", "t")], sent_at=None
         )

@@ -9,7 +9,9 @@ and `core` (the `Ledger` state machine and its durability). Import from here.
 from batch.ledger.core import Ledger
 from batch.ledger.fold import read_ledger, unsettled
 from batch.ledger.history import has_history
+from batch.ledger.rules import read_resolutions, resolve, retry_bounced, withdraw
 from batch.ledger.schema import (
+    BOUNCED,
     CHANNELS,
     FAILED,
     HOT_COLUMNS,
@@ -26,6 +28,7 @@ from batch.ledger.schema import (
     SENT,
     SKIPPED,
     UNSENT,
+    WITHDRAWN,
     Entry,
     Outcome,
     Row,
@@ -35,6 +38,7 @@ from batch.ledger.schema import (
 )
 
 __all__ = [
+    "BOUNCED",
     "CHANNELS",
     "FAILED",
     "HOT_COLUMNS",
@@ -51,6 +55,7 @@ __all__ = [
     "SENT",
     "SKIPPED",
     "UNSENT",
+    "WITHDRAWN",
     "Entry",
     "Ledger",
     "Outcome",
@@ -58,7 +63,11 @@ __all__ = [
     "decode_json_cell",
     "has_history",
     "read_ledger",
+    "read_resolutions",
+    "resolve",
+    "retry_bounced",
     "to_utc",
     "unsettled",
     "utcnow",
+    "withdraw",
 ]

@@ -48,6 +48,7 @@ from batch.ledger.schema import (
     PREV_PARQUET,
     SKIPPED,
     UNSENT,
+    WITHDRAWN,
     Entry,
     Outcome,
     Row,
@@ -152,6 +153,16 @@ class Ledger:
         wanted = ["key", *(c for c in columns if c != "key")] if columns else None
         return self._query(wanted)
 
+    def query(
+        self, columns: list[str], then: Callable[[pl.LazyFrame], pl.LazyFrame]
+    ) -> pl.DataFrame:
+        """`columns` (key first) of every row, `then` applied to the lazy frame, computed.
+
+        For readers that want a count or a few rows of a large ledger (batch.forecast): only
+        the columns named are read, and `then` can filter or join before anything is held.
+        """
+        return self._query(["key", *(c for c in columns if c != "key")], then)
+
     def get(self, key: str) -> dict[str, Any] | None:
         """The current row of `key` as a dict, or None when the ledger does not hold it."""
         if self._state.hot(key) is None and self._queued_row(key) is None:
@@ -175,6 +186,18 @@ class Ledger:
             raise LedgerError("plan(): the candidates have no 'key' column")
         # Binary searches in the in-memory index: neither a copy of it nor a hash table.
         return candidates.filter(~self._state.settled(candidates["key"].cast(pl.String)))
+
+    def status_of(self, keys: pl.Series) -> pl.Series:
+        """Per key of `keys`: its status, null where the ledger does not hold it (a binary
+        search in the in-memory index, like `plan`; rows only queued are pending)."""
+        keys = keys.cast(pl.String)
+        status = self._state.status_of(keys)
+        if self._queued is not None:
+            queued = in_sorted(self._queued["key"], keys)
+            status = pl.select(
+                pl.when(status.is_null() & queued).then(pl.lit(PENDING)).otherwise(status)
+            ).to_series()
+        return status.alias("status")
 
     def counts(self) -> dict[str, int]:
         """How many rows are in each status."""
@@ -331,12 +354,16 @@ class Ledger:
         self._record("update", {key: values})
 
     def requeue(self, keys: Sequence[str]) -> None:
-        """Put failed or skipped `keys` back to pending; other keys stay as they are."""
+        """Put failed, skipped or withdrawn `keys` back to pending; other keys stay as they are.
+
+        (A withdrawn row is requeued when its key is back in the dataset; the caller checks
+        it was never sent: see batch.forecast.)
+        """
         now = self._now()
         rows: dict[str, Row] = {}
         for key in keys:
             current = self._current(key, rows)
-            if current is not None and current["status"] in (FAILED, SKIPPED):
+            if current is not None and current["status"] in (FAILED, SKIPPED, WITHDRAWN):
                 rows[key] = {"status": PENDING, "updated_at": now}
         self._record("requeue", rows)
 

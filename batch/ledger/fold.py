@@ -156,6 +156,30 @@ class State:
             pl.when(pl.col("__status").is_null()).then("__settled").otherwise(by_event)
         ).to_series()
 
+    def status_of(self, keys: pl.Series) -> pl.Series:
+        """Per key: its status as events left it, null where the ledger does not hold it."""
+        index = self.index
+        if index.height:
+            at = index["key"].search_sorted(keys)
+            assert isinstance(at, pl.Series)
+            found = in_sorted(index["key"], keys)
+            status = index["status"].gather(at.clip(0, index.height - 1))
+            status = pl.select(pl.when(found).then(status)).to_series()
+        else:
+            status = pl.repeat(None, keys.len(), eager=True, dtype=pl.String())
+        changed = {k: f["status"] for k, f in self.delta.items() if "status" in f}
+        made = [k for k in self.delta if k not in changed and self.indexed(k) is None]
+        changed |= dict.fromkeys(made, PENDING)  # rows only events made: pending until set
+        if not changed:
+            return status.alias("status")
+        events = pl.DataFrame(
+            {"key": list(changed), "__status": list(changed.values())},
+            schema={"key": pl.String(), "__status": pl.String()},
+        )
+        marked = pl.DataFrame({"key": keys, "__old": status})
+        marked = marked.join(events, on="key", how="left", maintain_order="left")
+        return marked.select(pl.coalesce("__status", "__old").alias("status")).to_series()
+
     def holds(self, keys: pl.Series) -> pl.Series:
         """Per key: whether the checkpoint or an event since holds it."""
         held = in_sorted(self.index["key"], keys)

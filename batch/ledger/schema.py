@@ -19,12 +19,17 @@ from typing import Any, NamedTuple
 
 import polars as pl
 
-# Statuses: pending, in_doubt, sent, failed, skipped; tracking adds delivered, read, bounced
-# and any other value the API returns (kept as data).
+# Statuses: pending, in_doubt, sent, failed, skipped, withdrawn; tracking adds delivered,
+# read, bounced and any other value the API returns (kept as data).
 PENDING, IN_DOUBT, SENT, FAILED, SKIPPED = "pending", "in_doubt", "sent", "failed", "skipped"
+# A pending row whose key left the dataset (deleted, or filtered out by `where`): never sent,
+# no longer wanted, so the campaign can end. Its tracking_id is null; a signature the API
+# reports as withdrawn in the panel (same word, tracking's) always has one.
+WITHDRAWN = "withdrawn"
+BOUNCED = "bounced"  # tracking's word for a message the recipient's server refused
 
 # Rows the API has not (or surely not) processed; anything else may have been sent.
-UNSENT = frozenset({PENDING, FAILED, SKIPPED})
+UNSENT = frozenset({PENDING, FAILED, SKIPPED, WITHDRAWN})
 
 # The campaign folder's ledger files.
 PARQUET_NAME, JOURNAL_NAME, LOCK_NAME = "ledger.parquet", "journal.jsonl", "ledger.lock"
@@ -63,8 +68,12 @@ SCHEMA: dict[str, pl.DataType] = {
     "certificates": pl.String(),
     "certificate_paths": pl.String(),
     "channel_data": pl.String(),
+    # Addresses this row bounced at, a JSON list: `--retry-failed` never sends to them again.
+    "bounced_addresses": pl.String(),
 }
-JSON_COLUMNS = frozenset({"certificates", "certificate_paths", "channel_data", "probe"})
+JSON_COLUMNS = frozenset(
+    {"certificates", "certificate_paths", "channel_data", "probe", "bounced_addresses"}
+)
 
 # The columns a send decision and the state machine need: the ledger keeps these in memory;
 # everything else stays in the parquet until a whole frame is asked for.
