@@ -82,7 +82,8 @@ def status(
 ) -> StatusSummary:
     """Summarise the ledger; `dataset_keys` lets it count rows not yet queued, and with the
     scan's valid rows (`scanned`) it says what a plain `run` would do (batch.forecast)."""
-    if not has_history(job.output_dir):
+    # Nothing sent yet, unless an earlier campaign of this job file is what is unfinished.
+    if not has_history(job.output_dir) and unfinished_other(job) is None:
         raise errors.NothingSent(job.output_dir, job.path)
     ledger = ledger_frame(job)
     holder = live_holder(job.output_dir / RUN_LOCK)

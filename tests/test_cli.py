@@ -390,7 +390,7 @@ def test_a_run_with_failed_and_skipped_rows_exits_5_saying_why_and_what_next(
     assert re.search(r"^  C-001 fail-b@example\.com: \S", result.stdout, re.MULTILINE)
     assert re.search(r"^  C-002 : \S+", result.stdout, re.MULTILINE)  # the reason it was invalid
     assert f"then: lmbatch run {job} --retry-failed" in result.stdout
-    assert f"then: lmbatch run {job}\n" in result.stdout
+    assert f"then: lmbatch run {job} --skip-invalid\n" in result.stdout  # its flags repeated
     assert "done with problems (exit 5)" in result.stdout
     assert all(line.endswith("\n") for line in result.stdout.splitlines(keepends=True))
 

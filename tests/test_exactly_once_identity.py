@@ -247,7 +247,9 @@ def test_another_campaigns_send_on_this_machine_is_not_taken_for_ours(
         assert row["status"] == "sent"
         assert row["tracking_id"] != theirs["tracking_id"]
         assert row["tracking_id"] == both[1]["tracking_id"]
-        assert notes.count("proven not sent") == 1
+        # B's message was set aside and A's own send proven absent (any forced fault left over
+        # from the first run may prove a second attempt absent too, never send twice).
+        assert notes.count("proven not sent") >= 1
         registry = (tmp_path / "job" / "out" / ".lmbatch" / "tracking-ids").read_text()
         assert f"other\t{theirs['tracking_id']}" in registry
 

@@ -328,7 +328,7 @@ def test_validate_and_dry_run_count_rows_fixed_since_they_were_skipped(
     rows = people(5)
     broken = [dict(r, email="not-an-address") if i < 3 else r for i, r in enumerate(rows)]
     path = write_job(tmp_path, broken)
-    assert lmbatch("run", path, "--skip-invalid").exit_code == 0
+    assert lmbatch("run", path, "--skip-invalid").exit_code == 5  # done, three rows skipped
     write_job(tmp_path, rows)  # the three rows fixed
     assert "3 to send" in lmbatch("validate", path).stdout
     assert "would send people: 3 pending" in lmbatch("run", path, "--dry-run").stdout
@@ -339,7 +339,7 @@ def test_retry_failed_is_predicted_with_the_same_flag(api: RunningSandbox, tmp_p
     rows = people(3)
     rows[1]["email"] = "fail-1@example.com"
     path = write_job(tmp_path, rows)
-    assert lmbatch("run", path).exit_code == 0
+    assert lmbatch("run", path).exit_code == 5  # done, one recipient refused
     rows[1]["email"] = "fixed-1@example.com"
     write_job(tmp_path, rows)
     assert "0 to send" in lmbatch("validate", path).stdout
@@ -364,7 +364,7 @@ def test_the_resume_hint_repeats_the_flags_and_works_as_printed(
     assert {"--skip-invalid", "--allow-partial", "--campaign"} <= set(words)
     api.state.set_credits(100)
     again = lmbatch(*words[1:])
-    assert again.exit_code == 0, again.output
+    assert again.exit_code == 5, again.output  # done; the broken row stays skipped
     assert len(accepted(api)) == 5
 
 
