@@ -80,11 +80,17 @@ def main() -> None:
 @handle_errors
 def validate(job: Path, period: str | None) -> None:
     """Check every row of JOB (exit 2 on any problem); nothing is sent."""
+    from batch.progress import NullReporter
     from batch.runner import RunOptions, run
 
-    summary = run(_load(job, period), RunOptions(dry_run=True, skip_invalid=True))
+    class Notes(NullReporter):  # what the dataset reader decided, e.g. the delimiter picked
+        def note(self, message: str) -> None:
+            console.print(f"note: {message}")
+
+    options = RunOptions(dry_run=True, skip_invalid=True)
+    summary = run(_load(job, period), options, reporter=Notes())
     if summary.invalid:
-        raise errors.RowErrors(summary.invalid)
+        raise errors.RowErrors(summary.invalid, valid_rows=summary.valid_rows)
     stats = summary.stats
     settled = summary.valid_rows - stats.recipients
     already = f" ({settled} already settled in the ledger)" if settled else ""
@@ -109,7 +115,7 @@ def preview(job: Path, period: str | None, limit: int) -> None:
     index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
     _out().print(f"preview: {index}")
     if result.errors:
-        raise errors.RowErrors(result.errors)
+        raise result.problem()
 
 
 @main.command()

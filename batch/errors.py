@@ -144,8 +144,8 @@ def format_row_errors(errors: list[RowError], *, source: str = "", limit: int = 
         lines.append(f"{prefix}{where} {reasons}")
     shown = "\n".join(f"  {line}" for line in lines[:limit])
     more = f"\n  … and {len(lines) - limit} more" if len(lines) > limit else ""
-    rows = len({e.row for e in errors})
-    return f"{len(errors)} row error(s) on {rows} row(s):\n{shown}{more}"
+    count = len({e.row for e in errors})
+    return f"{len(errors)} row error(s) on {count} row(s):\n{shown}{more}"
 
 
 class ApiError(BatchError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -58,6 +58,7 @@ class Scan:
 
     ok: pl.DataFrame  # row, key, address, name, content_hash, subject
     errors: list[RowError]
+    notes: list[str] = field(default_factory=list)  # what the dataset reader decided
 
     def problem(self, source: str = "") -> RowErrors:
         """The error to raise for these row errors; `--skip-invalid` is suggested only when
@@ -145,7 +146,9 @@ def _chunk_worker(job: Job) -> ChunkFn:
     return partial(_scan_columns, renderer=Renderer(job))
 
 
-def scan(job: Job, frame: pl.DataFrame, *, workers: int | None = None) -> Scan:
+def scan(
+    job: Job, frame: pl.DataFrame, *, workers: int | None = None, notes: list[str] | None = None
+) -> Scan:
     """Render and validate every row, keeping a compact summary; parallel for large frames."""
     frame = with_meta(frame)
     workers = workers if workers is not None else (os.cpu_count() or 1)
@@ -163,7 +166,7 @@ def scan(job: Job, frame: pl.DataFrame, *, workers: int | None = None) -> Scan:
     ok, duplicates = _without_duplicates(ok, job)
     errors.extend(duplicates)
     errors.sort(key=lambda e: e.row)
-    return Scan(ok=ok, errors=errors)
+    return Scan(ok=ok, errors=errors, notes=notes or [])
 
 
 def _without_duplicates(ok: pl.DataFrame, job: Job) -> tuple[pl.DataFrame, list[RowError]]:
