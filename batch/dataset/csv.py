@@ -196,10 +196,7 @@ def _fast(
     if odd["blank"].any():
         return None  # a `;;;` row of another width: polars would refuse it
     if odd.height:
-        return pl.DataFrame(), [
-            Problem(n, f"expected {width} fields, found {f}")
-            for n, f in odd.select("n", "fields").iter_rows()
-        ]
+        return None  # the exact path names them and keeps the other records to check
     data = decoded.text.encode("utf-8") if decoded.utf8_bytes is None else decoded.utf8_bytes
     try:
         frame = pl.read_csv(
