@@ -11,8 +11,8 @@ import pytest
 import xlsxwriter
 
 from batch.dataset import read_dataset
-from batch.formats import parse_date, parse_number
 from batch.errors import DatasetError, JobFileError
+from batch.formats import parse_date, parse_number
 from batch.jobfile import Job, load_job
 
 
@@ -199,7 +199,7 @@ def test_parse_number_follows_the_dataset_convention(
 def test_parse_date_reads_iso_and_the_dataset_format() -> None:
     assert parse_date("2026-11-02") == dt.date(2026, 11, 2)
     assert parse_date("02/11/2026", "%d/%m/%Y") == dt.date(2026, 11, 2)
-    with pytest.raises(ValueError, match="set dataset.date_format"):
+    with pytest.raises(ValueError, match=r"set dataset\.date_format"):
         parse_date("02/11/2026")
     with pytest.raises(ValueError, match="not a date written as"):
         parse_date("31/02/2026", "%d/%m/%Y")
