@@ -42,6 +42,8 @@ from batch.dataset.problems import DatasetProblems, Problem
 from batch.dataset.values import canonical
 from batch.errors import BatchError, DatasetError, JobFileError
 from batch.jobmodel import Job
+from batch.ledger import read_ledger
+from batch.render import scan
 from batch.templating import job_environments, render_limits
 from batch.where import apply_where
 
@@ -111,10 +113,14 @@ def load_dataset(job: Job) -> Dataset:
         except ValueError as err:
             raise JobFileError(str(err), path=str(job.path), key="dataset.where") from err
         frame = frame.filter(pl.col("__row__").is_in(kept["__row__"].implode()))
-    frame, problems, hint = _with_keys(frame, job, shown)
+    try:
+        frame, problems, hint = _with_keys(frame, job, shown)
+    except DatasetError as err:  # e.g. no key column: said together with the broken lines
+        if broken is None:
+            raise
+        problems = [*broken.problems, Problem(None, err.message)]
+        raise DatasetProblems(shown, problems, sheet=broken.sheet, hint=broken.hint) from err
     if broken is not None or problems:
-        from batch.render import scan  # the renderer reads no dataset: no cycle at run time
-
         if broken is not None:
             problems = [*broken.problems, *problems]
             hint = broken.hint or hint
@@ -239,8 +245,6 @@ def _keep_ledger_keys(
     folder = job.output_dir
     if not folder.is_dir():
         return keys
-    from batch.ledger import read_ledger  # only when a ledger may hold old keys
-
     try:
         held = read_ledger(folder)["key"].implode()
     except (BatchError, OSError):  # no ledger yet (or unreadable: the run reports that itself)
