@@ -98,6 +98,8 @@ class RowContext:
         rendered = self.render(field, template)
         if rendered is None:
             return None
+        if rendered.isprintable():  # check_plain_text's own fast path, inline: it is on every row
+            return rendered.strip()
         label = field.rsplit(".", 1)[-1].replace(
             "_", " "
         )  # "message.reply_to_name": "reply to name"

@@ -62,6 +62,7 @@ from batch.template_bounds import (
     check_operation,
     check_str_call,
     render_limits,
+    rows_timed,
     weight,
 )
 
@@ -82,6 +83,7 @@ __all__ = [
     "number",
     "render_bounded",
     "render_limits",
+    "rows_timed",
     "spec_environments",
     "template_dirs",
 ]
