@@ -35,7 +35,7 @@ from batch.jobmodel import (
     SignerSpec,
 )
 from batch.schedule import resolve_period
-from batch.templating import spec_environments, template_dirs
+from batch.templating import explain, spec_environments, template_dirs
 
 # The model's names stay importable from here, where callers have always found them.
 __all__ = [
@@ -262,8 +262,8 @@ def _render_campaign(
     except jinja2.UndefinedError as err:
         hint = " (period needs schedule: or --period)" if period is None else ""
         raise _located(shown, root, [(("campaign",), f"{err.message}{hint}")]) from err
-    except Exception as err:  # a filter or method failing on today/now/period
-        raise _located(shown, root, [(("campaign",), f"cannot render: {err}")]) from err
+    except Exception as err:  # a filter or method failing on today/now/period, the sandbox
+        raise _located(shown, root, [(("campaign",), explain(err))]) from err
     if not name or name in {".", ".."} or name.startswith(".") or _UNSAFE_CAMPAIGN.search(name):
         problem = f"renders to {name!r}, which is not a safe folder name (no /, \\, leading dot)"
         raise _located(shown, root, [(("campaign",), problem)])

@@ -409,3 +409,22 @@ def test_validate_prints_what_the_reader_decided(tmp_path: Path) -> None:
     result = lmbatch("validate", job)
     assert result.exit_code == 0, result.output
     assert "note: delimiter: auto picked ';'" in result.stderr
+
+
+def test_a_template_injection_in_the_campaign_name_is_a_located_job_file_error(
+    tmp_path: Path,
+) -> None:
+    job = email_job(tmp_path, b"id,email\n1,a@example.com\n")
+    job.write_text(
+        job.read_text(encoding="utf-8").replace("campaign: c", "campaign: \"{{ ''.__class__ }}\""),
+        encoding="utf-8",
+    )
+    with pytest.raises(JobFileError, match=r"job.yaml:1 campaign: not allowed in a template"):
+        load_job(job)
+
+
+def test_an_export_to_a_wrong_file_name_is_an_input_mistake(tmp_path: Path) -> None:
+    job = email_job(tmp_path, b"id,email\n1,a@example.com\n")
+    result = lmbatch("status", job, "--export-failed", tmp_path / "failed.txt")
+    assert result.exit_code == 2
+    assert "use a .csv, .xlsx or .parquet file name" in result.stderr
