@@ -3,8 +3,11 @@
     BatchError                        exit 1: anything lmbatch reports itself
     ├── InputError                    exit 2: the job cannot run as written
     │   ├── JobFileError              job file: YAML, unknown keys, bad values (file:line key.path)
-    │   ├── DatasetError              dataset: missing file, malformed line, duplicate keys
+    │   ├── DatasetError              dataset: missing file, unreadable, no such key column
+    │   │   └── DatasetProblems       broken records, duplicate or empty keys, with the row
+    │   │                             errors of every other record (batch.dataset.problems)
     │   └── RowErrors                 rows that fail to render or validate (all of them at once)
+    │       └── RowProblems           a row re-rendered at send time fails now (batch.render)
     ├── ApiError                      the LegallyMail API said no or could not be reached
     │   ├── NotProcessed              surely not processed: safe to retry as is
     │   │   ├── RateLimited           429

@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import polars as pl
 import pytest
 from click.testing import CliRunner, Result
 
@@ -428,3 +429,22 @@ def test_an_export_to_a_wrong_file_name_is_an_input_mistake(tmp_path: Path) -> N
     result = lmbatch("status", job, "--export-failed", tmp_path / "failed.txt")
     assert result.exit_code == 2
     assert "use a .csv, .xlsx or .parquet file name" in result.stderr
+
+
+def test_two_empty_parquet_addresses_are_row_errors_not_one_duplicate(tmp_path: Path) -> None:
+    pl.DataFrame({"id": ["1", "2", "3"], "email": [None, None, "a@example.com"]}).write_parquet(
+        tmp_path / "d.parquet"
+    )
+    job = email_job(tmp_path, b"", dataset="")
+    job.write_text(
+        job.read_text(encoding="utf-8").replace("path: d.csv", "path: d.parquet"), encoding="utf-8"
+    )
+    loaded = load_job(job)
+    frame = read_dataset(loaded)
+    result = scan(loaded, frame, workers=1)
+    assert result.ok["address"].to_list() == ["a@example.com"]
+    assert [(e.row, e.field) for e in result.errors] == [
+        (1, "recipient.email"),
+        (2, "recipient.email"),
+    ]
+    assert not any("duplicate" in e.message for e in result.errors)
