@@ -26,7 +26,14 @@ from batch.errors import DatasetError, RowError, RowErrors
 from batch.jobmodel import Job
 from batch.message import Message, hash_of
 from batch.parallel import CHUNK_ROWS, ChunkFn, Columns, scan_parallel
-from batch.templating import explain, job_environments, render_limits, rows_timed
+from batch.templating import (
+    explain,
+    format_date,
+    job_environments,
+    money,
+    render_limits,
+    rows_timed,
+)
 
 __all__ = [
     "PARALLEL_THRESHOLD",
@@ -34,6 +41,8 @@ __all__ = [
     "Renderer",
     "RowProblems",
     "Scan",
+    "format_date",  # the filters, where document templates have always imported them
+    "money",
     "render_keys",
     "scan",
     "with_meta",
