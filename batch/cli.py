@@ -190,15 +190,20 @@ def validate(job: Path, period: str | None, campaign: str | None, retry_failed: 
 
     The count to send is what `lmbatch run` with the same options sends (batch.forecast).
     """
+    from batch.progress import NullReporter
     from batch.runner import RunOptions, run
+
+    class Notes(NullReporter):  # what the dataset reader decided, e.g. the delimiter picked
+        def note(self, message: str) -> None:
+            console.print(f"note: {message}", markup=False, highlight=False)
 
     loaded = _pinned(_load(job, period), campaign)
     options = RunOptions(dry_run=True, skip_invalid=True, offline=True, retry_failed=retry_failed)
-    summary = run(loaded, options, settings=_settings(loaded))
+    summary = run(loaded, options, settings=_settings(loaded), reporter=Notes())
     if summary.invalid:
-        raise errors.RowErrors(summary.invalid)
+        raise errors.RowErrors(summary.invalid, valid_rows=summary.valid_rows)
     for note in summary.notes:
-        console.print(f"[yellow]note:[/] {note}", markup=True, highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", markup=True, highlight=False)
     if summary.refused:
         raise errors.InputError(f"`run` would refuse to start: {summary.refused}")
     stats = summary.stats
@@ -224,7 +229,7 @@ def preview(job: Path, period: str | None, limit: int) -> None:
     index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
     _out().print(f"preview: {index}", markup=False)
     if result.errors:
-        raise errors.RowErrors(result.errors)
+        raise result.problem()
 
 
 @main.command()

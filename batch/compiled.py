@@ -16,21 +16,13 @@ import jinja2
 from jinja2.runtime import new_context
 
 from batch.errors import RowError
-from batch.templating import FilterValueError, finalize
+from batch.templating import explain, finalize
+from batch.text import check_plain_text
 
 _T = TypeVar("_T")
-_UNDEFINED = re.compile(r"^'([^']+)' is undefined$")
 _PLAIN_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _RESERVED = frozenset({"self", "loop", "super", "caller", "varargs", "kwargs"})
 _MISSING = object()
-
-
-def undefined_message(err: jinja2.UndefinedError) -> str:
-    """A missing variable said as the user sees it: a column the row does not have."""
-    found = _UNDEFINED.match(err.message or "")
-    if found:
-        return f"variable {found.group(1)!r} is missing from the row (no such column)"
-    return f"missing value: {err.message}"
 
 
 class Compiled:
@@ -95,13 +87,23 @@ class RowContext:
             return None
         try:
             return template(self.variables)
-        except jinja2.UndefinedError as err:
-            self.fail(field, undefined_message(err))
-        except FilterValueError as err:
-            self.fail(field, str(err))
-        except Exception as err:  # a template's own logic failing on this row's data
-            self.fail(field, f"cannot render: {err}")
+        except Exception as err:  # a template's own logic failing on this row's data, a
+            # sandbox refusal (SecurityError) or a bound (TemplateLimitError): all row errors
+            self.fail(field, explain(err))
         return None
+
+    def text(self, field: str, template: Compiled | None, *, multiline: bool = False) -> str | None:
+        """A plain-text field rendered and held to batch.text's rule (whitespace folded,
+        control characters refused), or None (and an error)."""
+        rendered = self.render(field, template)
+        if rendered is None:
+            return None
+        if rendered.isprintable():  # check_plain_text's own fast path, inline: it is on every row
+            return rendered.strip()
+        label = field.rsplit(".", 1)[-1].replace(
+            "_", " "
+        )  # "message.reply_to_name": "reply to name"
+        return self.check(field, lambda: check_plain_text(label, rendered, multiline=multiline))
 
     def check(self, field: str, fn: Callable[[], _T]) -> _T | None:
         """fn's result, or None (and an error) when it raises ValueError or OSError."""

@@ -3,8 +3,11 @@
     BatchError                        exit 1: anything lmbatch reports itself
     ├── InputError                    exit 2: the job cannot run as written
     │   ├── JobFileError              job file: YAML, unknown keys, bad values (file:line key.path)
-    │   ├── DatasetError              dataset: missing file, malformed line, duplicate keys
+    │   ├── DatasetError              dataset: missing file, unreadable, no such key column
+    │   │   └── DatasetProblems       broken records, duplicate or empty keys, with the row
+    │   │                             errors of every other record (batch.dataset.problems)
     │   └── RowErrors                 rows that fail to render or validate (all of them at once)
+    │       └── RowProblems           a row re-rendered at send time fails now (batch.render)
     ├── ApiError                      the LegallyMail API said no or could not be reached
     │   ├── NotProcessed              surely not processed: safe to retry as is
     │   │   ├── RateLimited           429
@@ -117,16 +120,58 @@ class RowError:
 
 
 class RowErrors(InputError):
-    """Rows that fail validation, all reported together before anything is sent."""
+    """Rows that fail validation, all reported together before anything is sent.
 
-    def __init__(self, errors: list[RowError], *, source: str = "", limit: int = 50) -> None:
+    Each row is named once, with all its reasons. A reason shared word for word by several
+    rows (a column no row has, a fixed attachment outside the folder) is a mistake in the job,
+    not in the data: it is said once, with the number of rows it affects. `--skip-invalid` is
+    suggested only when some row would still be sent (`valid_rows` > 0, when known).
+    """
+
+    def __init__(
+        self,
+        errors: list[RowError],
+        *,
+        source: str = "",
+        limit: int = 50,
+        valid_rows: int | None = None,
+    ) -> None:
         self.errors = errors
-        shown = "\n".join(f"  {source + ': ' if source else ''}{e}" for e in errors[:limit])
-        more = f"\n  … and {len(errors) - limit} more" if len(errors) > limit else ""
-        super().__init__(
-            f"{len(errors)} row error(s):\n{shown}{more}",
-            hint="fix the rows, or pass --skip-invalid to record them as skipped",
-        )
+        self.valid_rows = valid_rows
+        if valid_rows == 0:
+            hint = "no row is valid: fix the job file or the data, then validate again"
+        else:
+            hint = "fix the rows, or pass --skip-invalid to record them as skipped"
+        super().__init__(format_row_errors(errors, source=source, limit=limit), hint=hint)
+
+
+def format_row_errors(errors: list[RowError], *, source: str = "", limit: int = 50) -> str:
+    """`N row error(s) on M row(s):`, shared reasons once with their row count, then each row
+    once with all its reasons."""
+    prefix = f"{source}: " if source else ""
+    by_reason: dict[tuple[str, str], list[int]] = {}
+    for e in errors:
+        by_reason.setdefault((e.field, e.message), []).append(e.row)
+    shared = {reason for reason, rows in by_reason.items() if len(rows) > 1}
+    lines = []
+    for (field, message), rows in by_reason.items():
+        if (field, message) in shared:
+            listed = ", ".join(str(r) for r in rows[:10]) + (", …" if len(rows) > 10 else "")
+            place = f"{field}: " if field else ""
+            lines.append(f"{prefix}{place}{message} (on {len(rows)} rows: {listed})")
+    per_row: dict[int, list[RowError]] = {}
+    for e in errors:
+        if (e.field, e.message) not in shared:
+            per_row.setdefault(e.row, []).append(e)
+    for row_errors in per_row.values():
+        first = row_errors[0]
+        where = f"row {first.row} (key {first.key})" if first.key else f"row {first.row}"
+        reasons = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in row_errors)
+        lines.append(f"{prefix}{where} {reasons}")
+    shown = "\n".join(f"  {line}" for line in lines[:limit])
+    more = f"\n  … and {len(lines) - limit} more" if len(lines) > limit else ""
+    count = len({e.row for e in errors})
+    return f"{len(errors)} row error(s) on {count} row(s):\n{shown}{more}"
 
 
 class ApiError(BatchError):

@@ -37,7 +37,7 @@ import xlsxwriter
 from batch.answers import json_object, utc
 from batch.channels import channel_for
 from batch.dataset import read_dataset
-from batch.errors import BatchError
+from batch.errors import BatchError, InputError
 from batch.files import fsync_dir
 from batch.jobmodel import Job
 from batch.ledger import BOUNCED, FAILED
@@ -79,7 +79,7 @@ def address_header(channel: str) -> str:
 def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> Path:
     """Write the dataset's rows joined with their ledger columns, formula-safe."""
     if fmt not in ("xlsx", "csv"):
-        raise BatchError(f"unknown export format {fmt!r}", hint="use --export xlsx or csv")
+        raise InputError(f"unknown export format {fmt!r}", hint="use --export xlsx or csv")
     target = path or job.output_dir / f"export.{fmt}"
     rows = read_dataset(job)
     ledger = ledger_frame(job)
@@ -94,7 +94,7 @@ def export(job: Job, fmt: Literal["xlsx", "csv"], path: Path | None = None) -> P
     ).join(evidence, on="__key__", how="left")
     clash = [c for c in ledger.columns if c != "__key__" and c in rows.columns]
     if clash:
-        raise BatchError(f"the dataset already has column(s) {', '.join(clash)}")
+        raise InputError(f"the dataset already has column(s) {', '.join(clash)}")
     joined = (
         rows.join(ledger, on="__key__", how="left", maintain_order="left")
         .sort("__row__")
@@ -116,7 +116,7 @@ def export_failed(job: Job, path: Path) -> tuple[Path, int]:
     """
     suffix = path.suffix.lower().lstrip(".")
     if suffix not in ("csv", "xlsx", "parquet"):
-        raise BatchError(f"{path}: use a .csv, .xlsx or .parquet file name")
+        raise InputError(f"{path}: use a .csv, .xlsx or .parquet file name")
     ledger = ledger_frame(job)
     schema = {"__key__": pl.String, "lmbatch_status": pl.String, "lmbatch_reason": pl.String}
     if ledger.height:

@@ -37,7 +37,7 @@ from batch.jobmodel import (
     SignerSpec,
 )
 from batch.schedule import resolve_period
-from batch.templating import make_environments, template_dirs
+from batch.templating import explain, spec_environments, template_dirs
 
 # The model's names stay importable from here, where callers have always found them.
 __all__ = [
@@ -235,7 +235,7 @@ def _located(
 
 def _template_problems(spec: JobSpec, path: Path) -> list[tuple[tuple[str | int, ...], str]]:
     """Compile every template now so a typo fails before any row is read."""
-    text_env, html_env = make_environments(path.parent)
+    text_env, html_env = spec_environments(spec, path.parent)
     out: list[tuple[tuple[str | int, ...], str]] = []
     for loc, source in _inline_templates(spec):
         try:
@@ -304,7 +304,7 @@ def _render_campaign(
     """Render the campaign name and make sure it is one safe folder name."""
     tz = period.start.tzinfo if period is not None else None
     local_now = now.astimezone(tz) if tz is not None else now
-    text_env, _ = make_environments(Path("."))
+    text_env, _ = spec_environments(spec, Path("."))
     try:
         name = (
             text_env.from_string(spec.campaign)
@@ -314,8 +314,8 @@ def _render_campaign(
     except jinja2.UndefinedError as err:
         hint = " (period needs schedule: or --period)" if period is None else ""
         raise _located(shown, root, [(("campaign",), f"{err.message}{hint}")]) from err
-    except Exception as err:  # a filter or method failing on today/now/period
-        raise _located(shown, root, [(("campaign",), f"cannot render: {err}")]) from err
+    except Exception as err:  # a filter or method failing on today/now/period, the sandbox
+        raise _located(shown, root, [(("campaign",), explain(err))]) from err
     if not name or name in {".", ".."} or name.startswith(".") or _UNSAFE_CAMPAIGN.search(name):
         problem = f"renders to {name!r}, which is not a safe folder name (no /, \\, leading dot)"
         raise _located(shown, root, [(("campaign",), problem)])

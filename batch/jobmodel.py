@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from babel import Locale, UnknownLocaleError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
@@ -189,7 +190,21 @@ class JobSpec(StrictModel):
     # IANA name of the zone every time a person reads is shown in (report, exports' local
     # columns); default: the schedule's, else the machine's. The ledger stays in UTC.
     timezone: str | None = None
+    # CLDR locale of amounts and dates in messages (`money`, `number`, `date`): es_ES prints
+    # 1.234,50 € and 29 de noviembre de 2026; `en` keeps lmbatch's own 1,234.50 EUR.
+    locale: str = "en"
     output: str = "output"  # folder relative to the job file
+
+    @field_validator("locale")
+    @classmethod
+    def _known_locale(cls, value: str) -> str:
+        try:
+            Locale.parse(value)
+        except (UnknownLocaleError, ValueError, TypeError):
+            raise ValueError(
+                f"unknown locale {value!r}: use a CLDR name such as en, es_ES, fr_FR or pt_PT"
+            ) from None
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -227,16 +242,21 @@ class Job:
     @property
     def tz(self) -> ZoneInfo:
         """The campaign's time zone: `timezone:`, else the schedule's, else the machine's."""
-        if self.spec.timezone is not None:
-            return ZoneInfo(self.spec.timezone)
-        if self.spec.schedule is not None:
-            return zone(self.spec.schedule.timezone) or local_zone()
-        return local_zone()
+        return job_zone(self.spec)
 
     @property
     def output_dir(self) -> Path:
         """`<output>/<campaign>/`: ledger, journal, preview, certificates, report."""
         return (self.base_dir / self.spec.output / self.campaign).resolve()
+
+
+def job_zone(spec: JobSpec) -> ZoneInfo:
+    """A job's time zone: `timezone:`, else the schedule's, else the machine's."""
+    if spec.timezone is not None:
+        return ZoneInfo(spec.timezone)
+    if spec.schedule is not None:
+        return zone(spec.schedule.timezone) or local_zone()
+    return local_zone()
 
 
 def zone(name: str) -> ZoneInfo | None:

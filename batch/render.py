@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -22,11 +22,18 @@ import polars as pl
 from batch.attachments import JobFiles, generated_templates
 from batch.channels import channel_for
 from batch.compiled import RowContext, Templates
-from batch.errors import DatasetError, RowError
+from batch.errors import DatasetError, RowError, RowErrors
 from batch.jobmodel import Job
 from batch.message import Message, hash_of
 from batch.parallel import CHUNK_ROWS, ChunkFn, Columns, scan_parallel
-from batch.templating import make_environments
+from batch.templating import (
+    explain,
+    format_date,
+    job_environments,
+    money,
+    render_limits,
+    rows_timed,
+)
 
 __all__ = [
     "PARALLEL_THRESHOLD",
@@ -34,6 +41,8 @@ __all__ = [
     "Renderer",
     "RowProblems",
     "Scan",
+    "format_date",  # the filters, where document templates have always imported them
+    "money",
     "render_keys",
     "scan",
     "with_meta",
@@ -43,12 +52,14 @@ PARALLEL_THRESHOLD = 2_000  # below this, starting processes costs more than it 
 DOCUMENT_THRESHOLD = 64  # the same, for a job generating a PDF per row
 
 
-class RowProblems(Exception):
-    """One row failed to render or validate; `errors` says every reason."""
+class RowProblems(RowErrors):
+    """One row failed to render or validate now (`errors` says every reason): part of the
+    error tree, so a row re-rendered at send time (e.g. after it was settled in doubt) and
+    found invalid is reported, located, with exit 2, never as a traceback."""
 
     def __init__(self, errors: list[RowError]) -> None:
-        super().__init__("; ".join(str(e) for e in errors))
-        self.errors = errors
+        super().__init__(errors)
+        self.hint = "fix the row in the dataset, then run again"
 
 
 @dataclass
@@ -57,6 +68,12 @@ class Scan:
 
     ok: pl.DataFrame  # row, key, address, name, content_hash, subject
     errors: list[RowError]
+    notes: list[str] = field(default_factory=list)  # what the dataset reader decided
+
+    def problem(self, source: str = "") -> RowErrors:
+        """The error to raise for these row errors; `--skip-invalid` is suggested only when
+        some row would still be sent."""
+        return RowErrors(self.errors, source=source, valid_rows=self.ok.height)
 
 
 SCAN_SCHEMA: dict[str, pl.DataType] = {
@@ -77,10 +94,8 @@ class Renderer:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.channel = channel_for(job.spec)
-        text_env, html_env = make_environments(job.base_dir)
-        for env in (text_env, html_env):
-            # Every message may name its campaign and period (rent-2026-11); row columns win.
-            env.globals.update(campaign=job.campaign, period=job.period)
+        # Every message may name its campaign and period (rent-2026-11); row columns win.
+        text_env, html_env = job_environments(job)
         # Both environments hold the same globals; a row's columns override them.
         self._globals = dict(text_env.globals)
         templates = Templates(text_env, html_env)
@@ -104,7 +119,12 @@ class Renderer:
 
     def _render(self, data: Mapping[str, Any]) -> tuple[Message | None, str, list[RowError]]:
         row = RowContext(data, self._globals)
-        built = self._builder.build(row)
+        try:
+            with render_limits():  # a runaway template fails this row, not the run
+                built = self._builder.build(row)
+        except Exception as err:  # the time bound can strike between two fields
+            row.fail("", explain(err))
+            built = None
         if row.errors or built is None:
             return None, "", row.errors
         address, name, content, hashable, subject = built
@@ -123,13 +143,14 @@ def _scan_columns(columns: Columns, renderer: Renderer) -> tuple[Columns, list[R
     out: Columns = {name: [] for name in SCAN_SCHEMA}
     appends = [out[name].append for name in SCAN_SCHEMA]
     errors: list[RowError] = []
-    for values in zip(*columns.values(), strict=True):
-        summary, problems = renderer.summarize(dict(zip(names, values, strict=True)))
-        if summary is None:
-            errors.extend(problems)
-            continue
-        for append, value in zip(appends, summary, strict=True):
-            append(value)
+    with rows_timed():  # each row keeps its own time limit, without a system call per row
+        for values in zip(*columns.values(), strict=True):
+            summary, problems = renderer.summarize(dict(zip(names, values, strict=True)))
+            if summary is None:
+                errors.extend(problems)
+                continue
+            for append, value in zip(appends, summary, strict=True):
+                append(value)
     return out, errors
 
 
@@ -138,7 +159,9 @@ def _chunk_worker(job: Job) -> ChunkFn:
     return partial(_scan_columns, renderer=Renderer(job))
 
 
-def scan(job: Job, frame: pl.DataFrame, *, workers: int | None = None) -> Scan:
+def scan(
+    job: Job, frame: pl.DataFrame, *, workers: int | None = None, notes: list[str] | None = None
+) -> Scan:
     """Render and validate every row, keeping a compact summary; parallel for large frames."""
     frame = with_meta(frame)
     workers = workers if workers is not None else (os.cpu_count() or 1)
@@ -155,20 +178,39 @@ def scan(job: Job, frame: pl.DataFrame, *, workers: int | None = None) -> Scan:
     else:
         parts, errors = scan_parallel(frame, workers, SCAN_SCHEMA, _chunk_worker, job)
     ok = pl.concat(parts) if parts else pl.DataFrame(schema=SCAN_SCHEMA)
-    errors.extend(_duplicate_errors(ok))
+    ok, duplicates = _without_duplicates(ok, job)
+    errors.extend(duplicates)
     errors.sort(key=lambda e: e.row)
-    return Scan(ok=ok, errors=errors)
+    return Scan(ok=ok, errors=errors, notes=notes or [])
 
 
-def _duplicate_errors(ok: pl.DataFrame) -> list[RowError]:
-    """Keys must be unique: name every row sharing one (read_dataset catches most earlier)."""
-    dupes = ok.filter(pl.col("key").is_duplicated())
+def _without_duplicates(ok: pl.DataFrame, job: Job) -> tuple[pl.DataFrame, list[RowError]]:
+    """Every row sharing a key, or by default a recipient, is an error and is not sent: which
+    of them was meant cannot be told, and one person must not get two certified messages.
+
+    Without `dataset.key` the identity is the normalised address (`612 345 678`,
+    `+34 612 345 678` and `0034612345678` are one phone; `user@münchen.de` and
+    `user@xn--mnchen-3ya.de` one mailbox), also for rows whose ledger key predates it.
+    """
+    if job.spec.dataset.key is None:
+        identity = channel_for(job.spec).keys_of(ok["address"])
+        what = "recipient"
+    else:
+        identity = ok["key"]
+        what = "key"
+    shared = identity.is_duplicated()
+    if not shared.any():
+        return ok, []
+    dupes = ok.with_columns(identity.alias("__identity__")).filter(shared)
     errors = []
-    for key, rows in dupes.group_by("key", maintain_order=True).agg("row").iter_rows():
-        for row in rows:
+    groups = dupes.group_by("__identity__", maintain_order=True).agg("row", "key")
+    for identity_value, rows, keys in groups.iter_rows():
+        shared_by = f"{what} {identity_value}" if what == "recipient" else what
+        for row, key in zip(rows, keys, strict=True):
             others = ", ".join(str(r) for r in rows if r != row)
-            errors.append(RowError(row, key, "key", f"duplicate key, also on row(s) {others}"))
-    return errors
+            message = f"duplicate {shared_by}, also on row(s) {others}"
+            errors.append(RowError(row, key, "key", message))
+    return ok.filter(~shared), errors
 
 
 def with_meta(frame: pl.DataFrame) -> pl.DataFrame:

@@ -18,7 +18,7 @@ from batch import errors
 from batch.campaigns import check_new_ledger, mark
 from batch.channels import channel_for
 from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
-from batch.dataset import read_dataset
+from batch.dataset import load_dataset
 from batch.forecast import forecast
 from batch.jobmodel import Job
 from batch.ledger import (
@@ -110,8 +110,8 @@ def check_writable(folder: Path) -> None:
 
 def validate(job: Job) -> tuple[pl.DataFrame, Scan]:
     """Read and render every row; the dataset and the compact scan of it."""
-    frame = read_dataset(job)
-    return frame, scan(job, frame)
+    dataset = load_dataset(job)
+    return dataset.frame, scan(job, dataset.frame, notes=dataset.notes)
 
 
 def run(
@@ -137,8 +137,10 @@ def run(
     reporter = reporter or NullReporter()
     stop = stop or threading.Event()
     frame, result = validate(job)
+    for note in result.notes:  # e.g. "delimiter: auto picked ';'"
+        reporter.note(note)
     if result.errors and not options.skip_invalid:
-        raise errors.RowErrors(result.errors, source=job.spec.dataset.path)
+        raise result.problem(job.spec.dataset.path)
     limits = job.spec.limits
     stats = RunStats(
         per_window=limits.requests_per_window,

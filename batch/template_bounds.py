@@ -37,6 +37,7 @@ from batch.formats import FilterValueError
 MAX_OUTPUT_CHARS = 2_000_000  # per rendered field: far above any certified message
 MAX_SECONDS = 5.0  # CPU per row inside render_limits(): a body renders in well under 1 ms
 MAX_BUILT_CHARS = 8 * MAX_OUTPUT_CHARS  # per row: characters built by checked operations
+TICKS = 5  # inside rows_timed() a row's CPU time is counted in MAX_SECONDS / TICKS ticks
 MAX_POWER_BITS = 4_096  # `**` results: enough for any arithmetic a notice needs
 _CONTAINERS = (list, tuple, dict, set, frozenset)
 _SEQUENCES = (str, list, tuple)
@@ -276,8 +277,13 @@ BOUNDED_FILTERS = frozenset(
 
 
 def _on_alarm(signum: int, frame: Any) -> None:
-    if _timer.depth:  # a signal handled just after the row ended is not this row's
-        raise TemplateLimitError(f"template took over {_timer.seconds:g} s of CPU time")
+    if not _timer.depth:  # a signal handled just after the row ended is not this row's
+        return
+    if _timer.ticking:  # inside rows_timed(): one tick of the shared interval timer
+        _timer.ticks += 1
+        if _timer.ticks < _timer.limit:
+            return
+    raise TemplateLimitError(f"template took over {_timer.seconds:g} s of CPU time")
 
 
 class _Timer:
@@ -291,6 +297,9 @@ class _Timer:
 
     seconds = MAX_SECONDS
     depth = 0  # nested render_limits blocks: only the outermost arms the timer
+    ticking = False  # inside rows_timed(): an interval timer runs, rows count its ticks
+    ticks = 0  # ticks since the current row began
+    limit = TICKS  # ticks a row may take
     usable: bool | None = None  # None until the first timed block looks at SIGPROF
 
     def install(self) -> bool:
@@ -330,12 +339,47 @@ class render_limits:
             self._timed = True
             if not _timer.depth:
                 _timer.seconds = self.max_seconds
-                signal.setitimer(signal.ITIMER_PROF, self.max_seconds)
+                if _timer.ticking:  # no system call: the row counts the running timer's ticks
+                    _timer.ticks = 0
+                    _timer.limit = max(1, round(self.max_seconds * TICKS / MAX_SECONDS))
+                else:
+                    signal.setitimer(signal.ITIMER_PROF, self.max_seconds)
             _timer.depth += 1
 
     def __exit__(self, *exc: object) -> None:
         if self._timed:
             _timer.depth -= 1
-            if not _timer.depth:
+            if not _timer.depth and not _timer.ticking:
                 signal.setitimer(signal.ITIMER_PROF, 0)
         _budget.left = self._outer
+
+
+class rows_timed:
+    """Many rows in a row (a chunk of a scan): one interval timer for all of them.
+
+    Arming and disarming a one-shot timer per row costs two system calls, a few per cent of a
+    scan; inside this block the timer ticks every MAX_SECONDS / TICKS of CPU time and each
+    `render_limits()` row only resets its tick count, so a row is stopped after
+    (TICKS - 1) / TICKS to 1 times its time limit. Outside a block each row arms its own.
+    """
+
+    __slots__ = ("_armed",)
+
+    def __init__(self) -> None:
+        self._armed = False
+
+    def __enter__(self) -> None:
+        if (
+            not _timer.ticking
+            and not _timer.depth
+            and threading.get_ident() == threading.main_thread().ident
+            and (_timer.usable or _timer.install())
+        ):
+            tick = MAX_SECONDS / TICKS
+            _timer.ticking, self._armed = True, True
+            signal.setitimer(signal.ITIMER_PROF, tick, tick)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._armed:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            _timer.ticking = False

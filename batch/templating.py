@@ -45,6 +45,7 @@ from batch.formats import (
     money,
     number,
 )
+from batch.jobmodel import Job, JobSpec, job_zone
 from batch.template_bounds import (
     BOUNDED_FILTERS,
     MAX_OUTPUT_CHARS,
@@ -61,6 +62,7 @@ from batch.template_bounds import (
     check_operation,
     check_str_call,
     render_limits,
+    rows_timed,
     weight,
 )
 
@@ -75,11 +77,14 @@ __all__ = [
     "explain",
     "finalize",
     "format_date",
+    "job_environments",
     "make_environments",
     "money",
     "number",
     "render_bounded",
     "render_limits",
+    "rows_timed",
+    "spec_environments",
     "template_dirs",
 ]
 
@@ -268,6 +273,28 @@ def make_environments(
         )
         envs.append(env)
     return envs[0], envs[1]
+
+
+def spec_environments(
+    spec: JobSpec, base_dir: Path
+) -> tuple[jinja2.Environment, jinja2.Environment]:
+    """`make_environments` with the job's locale, number and date conventions and time zone."""
+    return make_environments(
+        base_dir,
+        locale=spec.locale,
+        decimal=spec.dataset.decimal,
+        date_format=spec.dataset.date_format,
+        timezone=job_zone(spec).key,
+    )
+
+
+def job_environments(job: Job) -> tuple[jinja2.Environment, jinja2.Environment]:
+    """The environments every row of a loaded job renders in (the renderer's and the default
+    key's alike), with the globals `campaign` and `period` (a row's columns override them)."""
+    text_env, html_env = spec_environments(job.spec, job.base_dir)
+    for env in (text_env, html_env):
+        env.globals.update(campaign=job.campaign, period=job.period)
+    return text_env, html_env
 
 
 _UNDEFINED = re.compile(r"^'([^']+)' is undefined$")

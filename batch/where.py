@@ -8,9 +8,10 @@ a function outside the list of scalar functions below (so no table functions, no
 access), `;`, comments, table-qualified names. The scan comes first because polars runs a
 subquery's table function while it parses. Columns must exist in the dataset.
 
-Numbers in text columns are compared after a CAST. With `dataset.decimal: ","` write the
-cast so it reads the dataset's convention, e.g.
-`CAST(REPLACE(REPLACE(importe, '.', ''), ',', '.') AS DOUBLE) > 100`.
+Numbers in text columns are compared after a CAST. batch.dataset applies the condition to the
+dataset's canonical view (`dataset.values.canonical`): with `dataset.decimal: ","`, a cell
+`1.234,50` is seen as `1234.50`, so `CAST(importe AS DOUBLE) > 100` reads the dataset's own
+convention; with `date_format`, dates are seen as ISO.
 """
 
 from __future__ import annotations

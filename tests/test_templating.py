@@ -15,6 +15,7 @@ import pytest
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import new_context
 
+from batch.template_bounds import MAX_SECONDS, TICKS
 from batch.templating import (
     MAX_OUTPUT_CHARS,
     FilterValueError,
@@ -25,6 +26,7 @@ from batch.templating import (
     make_environments,
     render_bounded,
     render_limits,
+    rows_timed,
     template_dirs,
 )
 
@@ -296,6 +298,21 @@ def test_nested_limits_keep_the_outer_timer() -> None:
         with render_limits(1):
             pass
         assert signal.getitimer(signal.ITIMER_PROF)[0] > 1
+    assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
+
+
+def test_rows_in_a_timed_block_share_one_interval_timer_and_each_has_its_limit() -> None:
+    loop = "{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}"
+    template = text_env().from_string(loop)
+    with rows_timed():
+        tick = signal.getitimer(signal.ITIMER_PROF)[1]
+        assert tick == pytest.approx(MAX_SECONDS / TICKS)
+        for _ in range(3):  # rows arm nothing: the interval timer keeps running
+            with render_limits():
+                pass
+        assert signal.getitimer(signal.ITIMER_PROF)[1] == tick
+        with pytest.raises(TemplateLimitError, match=r"took over 0\.5 s"):
+            render_bounded(template, {}, max_seconds=0.5)  # one tick
     assert signal.getitimer(signal.ITIMER_PROF) == (0.0, 0.0)
 
 

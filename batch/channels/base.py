@@ -22,6 +22,7 @@ from batch.jobmodel import JobSpec
 from batch.ledger import Entry, Outcome
 from batch.message import Message
 from batch.reconcile import Finding, Ownership, Probe
+from batch.text import check_plain_text
 
 Loc = tuple[str | int, ...]
 Problem = tuple[Loc, str]  # a job-file location and what is wrong there
@@ -223,9 +224,11 @@ class Channel(Protocol):
 def recipient_name(row: RowContext, template: Compiled | None) -> str:
     """The recipient's name: the job's template, else the row's `name` column."""
     if template is not None:
-        return (row.render("recipient.name", template) or "").strip()
+        return row.text("recipient.name", template) or ""
     value = row.data.get("name")  # the obvious column, when the job names none
-    return "" if value is None else str(value).strip()
+    if value is None:
+        return ""
+    return row.check("recipient.name", lambda: check_plain_text("name", str(value))) or ""
 
 
 def sender(spec: JobSpec) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Collection, Iterable
+from functools import partial
 from html import escape
 from typing import Any
 
@@ -45,6 +46,7 @@ from batch.jobmodel import JobSpec
 from batch.ledger import FAILED, IN_DOUBT, SENT, Entry, Outcome
 from batch.message import Message, text_digest
 from batch.reconcile import MISSING_FROM_ANSWER, Finding, Ownership, Probe, reconcile_email
+from batch.text import check_body
 
 
 class EmailBuilder:
@@ -76,18 +78,18 @@ class EmailBuilder:
             else row.check("recipient.email", lambda: EMAIL.normalize_address(raw))
         )
         name = recipient_name(row, self._name)
-        subject = row.render("message.subject", self._subject)
-        if subject is not None:
-            # A subject is one header line: newlines coming from data would break it.
-            subject = " ".join(subject.split()) if "\n" in subject else subject.strip()
-            if not subject:
-                row.fail("message.subject", "subject is empty")
+        # A subject is one header line: line breaks fold, control characters are refused.
+        subject = row.text("message.subject", self._subject)
+        if subject is not None and not subject:
+            row.fail("message.subject", "subject is empty")
         body = row.render("message.html", self._html)
+        if body is not None and ("\x00" in body or not body.isascii()):  # check_body's fast path
+            body = row.check("message.html", partial(check_body, body))
         content: dict[str, Any] = {"subject": subject, "message": body}
         reply = (row.render("message.reply_to", self._reply_to) or "").strip()
         if reply:
             content["reply_to"] = row.check("message.reply_to", lambda: normalize_email(reply))
-        reply_name = (row.render("message.reply_to_name", self._reply_to_name) or "").strip()
+        reply_name = row.text("message.reply_to_name", self._reply_to_name) or ""
         if reply_name:
             content["reply_to_name"] = reply_name
         hashable = dict(content)

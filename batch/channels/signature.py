@@ -45,6 +45,7 @@ from batch.jobmodel import JobSpec
 from batch.ledger import SENT, Entry, Outcome
 from batch.message import Message
 from batch.reconcile import Finding, Ownership, Probe, reconcile_signature
+from batch.text import check_plain_text
 
 MAX_SIGNERS = 5  # the API accepts at most 5 signers per request
 DOCUMENT_MAX_BYTES = 10 * 1024 * 1024  # the API refuses signature documents over 10 MB
@@ -67,8 +68,9 @@ class SignatureBuilder:
     def build(self, row: RowContext) -> Built | None:
         """The signers, validated, and the PDF document."""
         signers: list[dict[str, str]] = []
-        for where, name, raw_email, raw_phone in self._raw_signers(row):
-            signer = {"name": name}
+        for where, raw_name, raw_email, raw_phone in self._raw_signers(row):
+            name = row.check(f"{where}.name", partial(check_plain_text, "signer name", raw_name))
+            signer = {"name": name or ""}
             if raw_email is not None:
                 email = row.check(f"{where}.email", partial(normalize_email, raw_email))
                 signer["email"] = email or ""

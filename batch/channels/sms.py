@@ -66,9 +66,8 @@ class SmsBuilder:
             else row.check("recipient.phone", lambda: SMS.normalize_address(raw, region))
         )
         name = recipient_name(row, self._name)
-        text = row.render("message.text", self._text)
+        text = row.text("message.text", self._text, multiline=True)
         if text is not None:
-            text = text.strip()
             if not text:
                 row.fail("message.text", "text is empty")
             elif len(text) > SMS_MAX_CHARS:

@@ -7,9 +7,20 @@ file or the sheet shows them, so "007" stays "007", `TRUE` stays `TRUE`, and emp
 
 Numbers and dates keep the text the person wrote (`1.234,56`, `02/11/2026`): the notice shows
 what the spreadsheet shows. The dataset's conventions (`decimal`, `date_format`) are used where
-a value is computed with: in `where:`, numeric-looking cells are compared as canonical numbers
-(`1234.56`) and dates as ISO dates (`2026-11-02`), see `values.canonical`; the `money`, `number`
-and `date` filters parse cells with `values.parse_number` and `values.parse_date`.
+a value is computed with: in `where:` (batch.where), numeric-looking cells are compared as
+canonical numbers (`1234.56`) and dates as ISO dates (`2026-11-02`), see `values.canonical`;
+the `money`, `number` and `date` filters parse cells with `batch.formats`.
+
+The default key is the recipient's identity: the address template rendered in the renderer's
+own environment (same filters, `campaign`, `period`), normalised by the channel (E.164 phones,
+e-mail domains in lower-case ASCII) and keyed (`channel.key_of`). A row whose address does not
+normalise gets an empty key; the renderer reports why. A ledger written before keys were
+normalised keyed the address as written (`channel.keys_of`); both rules agree whenever the
+address was written in its normal form, and where they differ a campaign under way keeps the
+key its ledger already holds, so it resumes rather than sending again.
+
+Every structural problem (broken records, duplicate or empty keys) is reported together with
+the row errors of the records that could be read, in one `DatasetProblems`.
 
 Modules: `csv` (CSV and TSV; `records` is its exact scanner, `decode` its encodings), `excel`
 (xlsx and ODS read from their XML, legacy xls/xlsb via calamine), `values` (number and date
@@ -22,24 +33,25 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import jinja2
 import polars as pl
 
 from batch.channels import channel_for
 from batch.dataset.csv import read_csv
 from batch.dataset.excel import read_excel
 from batch.dataset.problems import DatasetProblems, Problem
-from batch.dataset.values import canonical, parse_date, parse_number
-from batch.errors import DatasetError, JobFileError
+from batch.dataset.values import canonical
+from batch.errors import BatchError, DatasetError, JobFileError
 from batch.jobmodel import Job
+from batch.ledger import read_ledger
+from batch.render import scan
+from batch.templating import job_environments, render_limits
+from batch.where import apply_where
 
 __all__ = [
     "Dataset",
     "DatasetProblems",
     "Problem",
     "load_dataset",
-    "parse_date",
-    "parse_number",
     "read_dataset",
 ]
 
@@ -72,17 +84,23 @@ def load_dataset(job: Job) -> Dataset:
         raise DatasetError(f"{shown}: dataset not found", hint="check dataset.path in the job file")
     suffix = path.suffix.lower()
     notes: list[str] = []
+    broken: DatasetProblems | None = None
     try:
-        if suffix in _CSV:
-            frame, notes = read_csv(path, shown, spec)
-        elif suffix in _EXCEL:
-            frame, notes = read_excel(path, shown, spec)
-        elif suffix in _PARQUET:
-            frame = pl.read_parquet(path).with_row_index("__row__", offset=1)
-        else:
-            raise DatasetError(
-                f"{shown}: unsupported file type {suffix!r} (csv, tsv, xlsx, ods, parquet)"
-            )
+        try:
+            if suffix in _CSV:
+                frame, notes = read_csv(path, shown, spec)
+            elif suffix in _EXCEL:
+                frame, notes = read_excel(path, shown, spec)
+            elif suffix in _PARQUET:
+                frame = pl.read_parquet(path).with_row_index("__row__", offset=1)
+            else:
+                raise DatasetError(
+                    f"{shown}: unsupported file type {suffix!r} (csv, tsv, xlsx, ods, parquet)"
+                )
+        except DatasetProblems as err:
+            if err.frame is None:
+                raise
+            broken, frame = err, err.frame  # check the readable records too, then report all
     except (pl.exceptions.PolarsError, OSError, ValueError) as err:
         if isinstance(err, DatasetError):
             raise
@@ -90,9 +108,31 @@ def load_dataset(job: Job) -> Dataset:
         raise DatasetError(f"{shown}: cannot read: {reason}") from err
     frame = frame.with_columns(pl.col("__row__").cast(pl.Int64))
     if spec.where:
-        kept = _where(canonical(frame, spec.decimal, spec.date_format), spec.where, job)
+        try:
+            kept = apply_where(canonical(frame, spec.decimal, spec.date_format), spec.where)
+        except ValueError as err:
+            raise JobFileError(str(err), path=str(job.path), key="dataset.where") from err
         frame = frame.filter(pl.col("__row__").is_in(kept["__row__"].implode()))
-    return Dataset(_with_keys(frame, job, shown), notes)
+    try:
+        frame, problems, hint = _with_keys(frame, job, shown)
+    except DatasetError as err:  # e.g. no key column: said together with the broken lines
+        if broken is None:
+            raise
+        problems = [*broken.problems, Problem(None, err.message)]
+        raise DatasetProblems(shown, problems, sheet=broken.sheet, hint=broken.hint) from err
+    if broken is not None or problems:
+        if broken is not None:
+            problems = [*broken.problems, *problems]
+            hint = broken.hint or hint
+        rows = scan(job, frame).errors
+        raise DatasetProblems(
+            shown,
+            problems,
+            sheet=broken.sheet if broken is not None else None,
+            hint=hint,
+            row_errors=rows,
+        )
+    return Dataset(frame, notes)
 
 
 def _shown(path: Path) -> str:
@@ -102,23 +142,20 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-# --- filter and keys ----------------------------------------------------------------------
+# --- keys --------------------------------------------------------------------------------
 
 
-def _where(frame: pl.DataFrame, where: str, job: Job) -> pl.DataFrame:
-    """Keep the rows matching a polars SQL condition, e.g. `status = 'active' AND amount > 0`."""
-    try:
-        return frame.sql(f"SELECT * FROM self WHERE {where}")
-    except Exception as err:  # polars raises several error types for SQL problems
-        reason = str(err).split("\n", 1)[0]
-        raise JobFileError(
-            f"invalid condition: {reason}", path=str(job.path), key="dataset.where"
-        ) from err
+def _with_keys(
+    frame: pl.DataFrame, job: Job, shown: str
+) -> tuple[pl.DataFrame, list[Problem], str | None]:
+    """Add `__key__`: the key column as text, or by default the recipient's identity.
 
-
-def _with_keys(frame: pl.DataFrame, job: Job, shown: str) -> pl.DataFrame:
-    """Add `__key__`: the key column as text, or by default the recipient address."""
+    Rows with an empty or a shared key are left out and returned as problems (with a hint):
+    the caller reports them together with every other problem.
+    """
     column = job.spec.dataset.key
+    problems: list[Problem] = []
+    hint = None
     if column is not None:
         if column not in frame.columns:
             raise DatasetError(
@@ -129,28 +166,33 @@ def _with_keys(frame: pl.DataFrame, job: Job, shown: str) -> pl.DataFrame:
         )
         empty = frame.filter(pl.col("__key__").is_null() | (pl.col("__key__") == ""))
         if empty.height:
-            raise DatasetError(f"{shown}: empty key {column!r} on rows {_rows(empty['__row__'])}")
+            problems.append(
+                Problem(None, f"empty key {column!r} on rows {_rows(empty['__row__'])}")
+            )
+            hint = f"every row needs a value in its key column {column!r}"
+            frame = frame.filter(pl.col("__key__").is_not_null() & (pl.col("__key__") != ""))
     else:
         frame = frame.with_columns(_default_keys(frame, job).alias("__key__"))
-    # Blank default keys are rows without an address: scan reports those as row errors.
+    # Blank default keys are rows without a usable address: scan reports those as row errors.
     keyed = frame.select("__key__", "__row__").filter(pl.col("__key__") != "")
     dupes = keyed.filter(pl.col("__key__").is_duplicated())
     if dupes.height:
         groups = dupes.group_by("__key__", maintain_order=True).agg("__row__")
-        listed = [f"  {k!r} on rows {_rows(rows)}" for k, rows in groups.head(_SHOWN).iter_rows()]
-        more = f"\n  … and {groups.height - _SHOWN} more" if groups.height > _SHOWN else ""
         name = f"key {column!r}" if column else "recipient address (the default key)"
-        raise DatasetError(
-            f"{shown}: {groups.height} duplicate {name} value(s):\n" + "\n".join(listed) + more,
-            hint="each row must have its own key: fix the data or set dataset.key",
-        )
-    return frame
+        problems += [
+            Problem(None, f"duplicate {name} {k!r} on rows {_rows(rows)}")
+            for k, rows in groups.iter_rows()
+        ]
+        hint = "each row must have its own key: fix the data or set dataset.key"
+        frame = frame.join(dupes.select("__row__"), on="__row__", how="anti")
+    return frame, problems, hint
 
 
 def _default_keys(frame: pl.DataFrame, job: Job) -> pl.Series:
-    """The recipient address as written (trimmed; e-mail lowercased, phone without spacing).
+    """Each row's normalised recipient identity; "" where the address does not normalise.
 
-    A plain `{{ column }}` is computed vectorized; anything else is rendered once per row.
+    A plain `{{ column }}` is read vectorized; anything else is rendered once per row in the
+    renderer's environment. Each distinct address is normalised once.
     """
     spec = job.spec
     channel = channel_for(spec)
@@ -161,15 +203,54 @@ def _default_keys(frame: pl.DataFrame, job: Job) -> pl.Series:
     elif plain:
         raw = pl.Series([""] * frame.height, dtype=pl.String)
     else:
-        template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(source)
-        values = []
-        for row in frame.iter_rows(named=True):
-            try:
-                values.append(template.render(row))
-            except Exception:  # scan reports the row's real error with its field
-                values.append("")
-        raw = pl.Series(values, dtype=pl.String)
-    return channel.keys_of(raw)
+        raw = pl.Series(_render_all(frame, job, source), dtype=pl.String)
+    region = spec.recipient.default_region
+
+    def identity(address: str) -> str:
+        try:
+            return channel.key_of(channel.normalize_address(address, region))
+        except ValueError:
+            return ""  # the renderer reports the address's problem with its field
+
+    distinct = raw.unique().to_list()
+    keys = raw.replace_strict(
+        {a: identity(a) for a in distinct}, default="", return_dtype=pl.String
+    )
+    legacy = channel.keys_of(raw)
+    changed = (keys != legacy) & (keys != "")
+    if changed.any():
+        keys = _keep_ledger_keys(job, keys, legacy, changed)
+    return keys
+
+
+def _render_all(frame: pl.DataFrame, job: Job, source: str) -> list[str]:
+    text_env, _ = job_environments(job)
+    template = text_env.from_string(source)
+    base = dict(text_env.globals)
+    values = []
+    for row in frame.iter_rows(named=True):
+        try:
+            with render_limits():
+                values.append(str(template.render({**base, **row})).strip())
+        except Exception:  # the renderer reports the row's real error with its field
+            values.append("")
+    return values
+
+
+def _keep_ledger_keys(
+    job: Job, keys: pl.Series, legacy: pl.Series, changed: pl.Series
+) -> pl.Series:
+    """Where a ledger already holds a row's key as written and not its normalised key, keep
+    the ledger's: a campaign begun before keys were normalised resumes, never sends again."""
+    folder = job.output_dir
+    if not folder.is_dir():
+        return keys
+    try:
+        held = read_ledger(folder)["key"].implode()
+    except (BatchError, OSError):  # no ledger yet (or unreadable: the run reports that itself)
+        return keys
+    old = legacy.is_in(held) & ~keys.is_in(held) & changed
+    return keys.zip_with(~old, legacy)
 
 
 def _data(frame: pl.DataFrame) -> list[str]:

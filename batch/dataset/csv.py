@@ -87,9 +87,14 @@ def parse_csv(
     fast = _fast(decoded, delimiter, first, len(names)) if header_end < len(text) else None
     frame, more = fast or _exact(text[header_end:], delimiter, first, len(names))
     problems += more
+    readable: pl.DataFrame | None = None
     if not problems:
         frame, unnamed = _named(frame, names)
         problems += unnamed
+    elif len(problems) == len(more) and frame.height and len(names) > 1:
+        # Broken records only: the others are read, so that their rows are checked too.
+        readable, unnamed = _named(frame, names)
+        readable = None if unnamed else readable
     if problems:
         hint = "check the delimiter (dataset.delimiter) and quoting on those lines"
         one_column = next((p for p in problems if "the header is one column" in p.message), None)
@@ -103,10 +108,16 @@ def parse_csv(
                 f"line {pre.line} looks like a title above the header: set dataset.header_row "
                 f"to the line holding the column names (line {wider[0]}?)"
             )
-        raise DatasetProblems(shown, problems, hint=hint)
+        if readable is not None and cr_only:
+            readable = _cr_back(readable)
+        raise DatasetProblems(shown, problems, hint=hint, frame=readable)
     if cr_only:
-        frame = frame.with_columns(pl.col(pl.String).str.replace_all("\n", "\r", literal=True))
+        frame = _cr_back(frame)
     return frame, notes
+
+
+def _cr_back(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.with_columns(pl.col(pl.String).str.replace_all("\n", "\r", literal=True))
 
 
 def _delimiter(
@@ -185,10 +196,7 @@ def _fast(
     if odd["blank"].any():
         return None  # a `;;;` row of another width: polars would refuse it
     if odd.height:
-        return pl.DataFrame(), [
-            Problem(n, f"expected {width} fields, found {f}")
-            for n, f in odd.select("n", "fields").iter_rows()
-        ]
+        return None  # the exact path names them and keeps the other records to check
     data = decoded.text.encode("utf-8") if decoded.utf8_bytes is None else decoded.utf8_bytes
     try:
         frame = pl.read_csv(

@@ -148,7 +148,16 @@ def _frame(sheet: Sheet, shown: str, header_row: int) -> pl.DataFrame:
                 f"row {top} looks like a title above the header: set dataset.header_row: "
                 f"{wider} (the row holding the column names)"
             )
-        raise DatasetProblems(shown, problems, sheet=sheet.name, hint=hint)
+        readable = None
+        if all(p.row is not None and p.row > top for p in problems) and len(header) > 1:
+            # Broken cells only: the other rows are read, so that they are checked too.
+            broken = {p.row for p in problems}
+            readable = _columns(sheet, names, width, [n for n in body if n not in broken])
+        raise DatasetProblems(shown, problems, sheet=sheet.name, hint=hint, frame=readable)
+    return _columns(sheet, names, width, body)
+
+
+def _columns(sheet: Sheet, names: list[str], width: int, body: list[int]) -> pl.DataFrame:
     kept = [i for i in range(width) if names[i]]
     columns = {names[i]: [sheet.rows[n].get(i, "") for n in body] for i in kept}
     frame = pl.DataFrame(columns, schema={names[i]: pl.String for i in kept})
