@@ -151,7 +151,7 @@ def format_row_errors(errors: list[RowError], *, source: str = "", limit: int = 
     prefix = f"{source}: " if source else ""
     by_reason: dict[tuple[str, str], list[int]] = {}
     for e in errors:
-        by_reason.setdefault((e.field, e.message), []).append(e.row)
+        by_reason.setdefault((e.field, shorten(e.message, MAX_FIELD_CHARS)), []).append(e.row)
     shared = {reason for reason, rows in by_reason.items() if len(rows) > 1}
     lines = []
     for (field, message), rows in by_reason.items():
@@ -161,12 +161,18 @@ def format_row_errors(errors: list[RowError], *, source: str = "", limit: int = 
             lines.append(f"{prefix}{place}{message} (on {len(rows)} rows: {listed})")
     per_row: dict[int, list[RowError]] = {}
     for e in errors:
-        if (e.field, e.message) not in shared:
+        if (e.field, shorten(e.message, MAX_FIELD_CHARS)) not in shared:
             per_row.setdefault(e.row, []).append(e)
     for row_errors in per_row.values():
         first = row_errors[0]
-        where = f"row {first.row} (key {first.key})" if first.key else f"row {first.row}"
-        reasons = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in row_errors)
+        key = shorten(first.key, MAX_FIELD_CHARS)
+        where = f"row {first.row} (key {key})" if first.key else f"row {first.row}"
+        reasons = "; ".join(
+            f"{e.field}: {shorten(e.message, MAX_FIELD_CHARS)}"
+            if e.field
+            else shorten(e.message, MAX_FIELD_CHARS)
+            for e in row_errors
+        )
         lines.append(f"{prefix}{where} {reasons}")
     shown = "\n".join(f"  {line}" for line in lines[:limit])
     more = f"\n  … and {len(lines) - limit} more" if len(lines) > limit else ""
