@@ -134,6 +134,15 @@ def preview(job: Path, period: str | None, limit: int) -> None:
 )
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log lines here.")
 @click.option("--json-log", is_flag=True, help="Log JSON lines (with --log-file, or on stderr).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Send to at most N recipients, then stop with the rest pending (exit 3).",
+)
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask before sending (a terminal asks; cron never)."
+)
 @handle_errors
 def run(
     job: Path,
@@ -145,6 +154,8 @@ def run(
     exit_outside_window: bool,
     log_file: Path | None,
     json_log: bool,
+    limit: int | None,
+    yes: bool,
 ) -> None:
     """Send JOB's campaign; run it again to resume where it stopped."""
     from batch.runner import RunOptions
@@ -157,7 +168,11 @@ def run(
         allow_partial=allow_partial,
         retry_failed=retry_failed,
         exit_outside_window=exit_outside_window,
+        limit=limit,
     )
+    if not (dry_run or yes) and sys.stdin.isatty() and not _confirmed(loaded, options):
+        _out().print("nothing sent")
+        return
     stop = threading.Event()
     from batch.progress import open_reporter
 
@@ -429,15 +444,106 @@ def sandbox(
 )
 @handle_errors
 def demo(job: Path) -> None:
-    """Run an example job against an in-process sandbox (10 requests per second)."""
+    """Rehearse the bundled example: run, track, certificates, report; no account needed."""
     from batch.demo import run_demo
+    from batch.progress import open_reporter
 
-    summary = run_demo(job, Settings.from_env())
-    _print_run(summary, job, None)
+    with open_reporter(None, False, console) as reporter:
+        done = run_demo(job, Settings.from_env(), reporter)
+    _print_rehearsal(done, job)
+
+
+@main.command()
+@click.argument("folder", default="new-campaign", type=click.Path(file_okay=False, path_type=Path))
+@handle_errors
+def init(folder: Path) -> None:
+    """Write a working job folder (job file, small dataset, template) to edit: FOLDER."""
+    from batch.scaffold import scaffold
+
+    job = scaffold(folder)
+    out = _out()
+    out.print(f"wrote {job}, {folder / 'recipients.csv'} and {folder / 'letter.html'}")
+    out.print(f"next: lmbatch validate {job}, then lmbatch rehearse {job}", markup=False)
+
+
+@main.command()
+@job_argument
+@handle_errors
+def rehearse(job: Path, period: str | None) -> None:
+    """Run JOB's whole campaign against an in-process sandbox, 30× faster; no credits spent."""
+    from batch.progress import open_reporter
+    from batch.rehearse import rehearse as rehearse_job
+
+    loaded = _load(job, period)
+    stop = threading.Event()
+    with open_reporter(None, False, console) as reporter, _stop_on_signals(stop):
+        done = rehearse_job(loaded, _settings(loaded), reporter=reporter, stop=stop)
+    _print_rehearsal(done, job)
+
+
+def _print_rehearsal(done: Any, job: Path) -> None:
+    out = _out()
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(done.tracked.counts.items()))
+    out.print(f"rehearsal of {done.run.campaign}: {counts or 'nothing sent'}")
+    out.print(f"{done.certificates.downloaded} certificate(s); ledger in {done.folder}")
+    for note in done.notes:
+        out.print(f"note: {note}")
+    for problem in done.run.invalid[:10]:
+        console.print(f"[yellow]skipped:[/] {problem}", markup=True, highlight=False)
+    out.print(f"report: {done.report}")
+
+
+@main.command("send-test")
+@job_argument
+@click.option("--to", "to", required=True, help="Your own address (or phone, for SMS).")
+@click.option("--key", default=None, help="The row to send (default: the first valid row).")
+@handle_errors
+def send_test(job: Path, period: str | None, to: str, key: str | None) -> None:
+    """Send one row's message once to your own address, marked [TEST]; not in the ledger."""
+    from batch.client import build_client
+    from batch.sendtest import send_test as send_one
+
+    loaded = _load(job, period)
+    with build_client(_settings(loaded), loaded, stop=threading.Event()) as api:
+        sent = send_one(loaded, to, client=api, key=key)
+    _out().print(f"test of row {sent.key} sent to {sent.to}: {sent.subject}", markup=False)
+    _out().print(f"recorded in {sent.record}; the row is still to send")
+
+
+@main.command()
+@job_argument
+@click.option("--note", required=True, help="Why the campaign ends (the report shows it).")
+@handle_errors
+def cancel(job: Path, period: str | None, note: str) -> None:
+    """End JOB's campaign on purpose: rows not yet sent become cancelled; nothing more is sent."""
+    from batch.cancel import cancel as cancel_campaign
+
+    done = cancel_campaign(_load(job, period), note)
+    _out().print(f"campaign {done.describe()}")
+    if done.in_doubt:
+        console.print(
+            f"[yellow]{done.in_doubt} in doubt[/]: they may have been sent; "
+            f"`lmbatch status {job}` lists them"
+        )
+
+
+def _confirmed(job: Any, options: Any) -> bool:
+    """Show what the run will send and spend, and ask; True when there is nothing to ask."""
+    from batch.confirm import outlook
+
+    ahead = outlook(job, options, _settings(job))
+    if not ahead.recipients:
+        return True
+    for line in ahead.lines():
+        console.print(line, markup=False, highlight=False)
+    return click.confirm("Send now?", default=False, err=True)
 
 
 def _print_run(summary: Any, job: Path, period: str | None) -> None:
     out = Console(soft_wrap=True)
+    if summary.cancelled is not None:
+        out.print(f"campaign {summary.campaign} was {summary.cancelled.describe()}; nothing sent")
+        return
     verb = "would send" if summary.dry_run else "campaign"
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
     out.print(f"{verb} {summary.campaign}: {counts}")

@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 
 from batch import errors
+from batch.cancel import Cancellation, cancellation
 from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
 from batch.dataset import read_dataset
 from batch.jobmodel import Job
@@ -47,6 +48,7 @@ class RunSummary:
     invalid: list[errors.RowError] = field(default_factory=list)
     closed_at_start: bool = False  # --exit-outside-window found the window closed: nothing tried
     valid_rows: int = 0  # rows that rendered and validated (dry runs)
+    cancelled: Cancellation | None = None  # `lmbatch cancel` ended it: nothing was sent
 
     @property
     def remaining(self) -> int:
@@ -57,7 +59,7 @@ class RunSummary:
     def exit_code(self) -> int:
         """0 when nothing is left, 3 when work remains (a closed window too: the period is
         not done, and the next firing inside the window sends it)."""
-        if self.dry_run:
+        if self.dry_run or self.cancelled is not None:
             return errors.EXIT_OK
         return errors.EXIT_PENDING if self.remaining or self.stopped else errors.EXIT_OK
 
@@ -122,7 +124,13 @@ def run(
         window=options.window_seconds or limits.window_seconds,
     )
     if options.dry_run:
-        return _dry_run(job, result, stats)
+        return _dry_run(job, result, stats, options.limit)
+    if (ended := cancellation(job.output_dir)) is not None:
+        counted = read_ledger(job.output_dir).group_by("status").len()
+        counts = dict(zip(counted["status"].to_list(), counted["len"].to_list(), strict=True))
+        return RunSummary(
+            job.campaign, job.output_dir / "ledger.parquet", counts, stats, cancelled=ended
+        )
     check_writable(job.output_dir)
 
     def on_request(event: RequestEvent) -> None:
@@ -195,10 +203,12 @@ def _client(
         built.close()
 
 
-def _dry_run(job: Job, result: Scan, stats: RunStats) -> RunSummary:
+def _dry_run(job: Job, result: Scan, stats: RunStats, limit: int | None = None) -> RunSummary:
     folder = job.output_dir
     # The journal alone may hold sends (a first run stopped before its first checkpoint).
     todo = unsettled(read_ledger(folder), result.ok) if folder.is_dir() else result.ok
+    if limit is not None:
+        todo = todo.head(limit)
     batches = group(
         todo, max_recipients=job.spec.limits.max_recipients_per_request, grouping=grouping(job)
     )

@@ -47,6 +47,7 @@ class RunOptions:
     retry_failed: bool = False
     window_seconds: float | None = None  # overrides limits.window_seconds (demo, tests)
     exit_outside_window: bool = False  # cron: leave when the send window is closed
+    limit: int | None = None  # send to at most this many recipients (`run --limit N`)
 
 
 def grouping(job: Job) -> bool:
@@ -100,7 +101,7 @@ class Sender:
             self.ledger.requeue(failed)
         try:
             self.reconcile_in_doubt()
-            batches = self._plan(result)
+            batches = self._plan(result, options.limit)
         except errors.WorkPending as err:
             return str(err)
         if batches and self.channel.checks_credits:
@@ -120,11 +121,19 @@ class Sender:
             # 403 message does not.
             hint = f"; {err.hint}" if err.hint else ""
             return f"{err}; what was not sent stays pending{hint}"
-        return "stopped on request" if self.stop.is_set() else None
+        if self.stop.is_set():
+            return "stopped on request"
+        return self.limited
 
-    def _plan(self, result: Scan) -> Plan:
+    limited: str | None = None  # why the plan was cut short by --limit
+
+    def _plan(self, result: Scan, limit: int | None = None) -> Plan:
         todo = self.ledger.plan(result.ok)
+        # Every row is queued, so the rows --limit leaves out show as pending (work left).
         self.ledger.queue(todo.select("key", "address", "name", "content_hash"))
+        if limit is not None and todo.height > limit:
+            self.limited = f"--limit {limit} reached; {todo.height - limit} recipient(s) left"
+            todo = todo.head(limit)
         batches = group(
             todo,
             max_recipients=self.job.spec.limits.max_recipients_per_request,

@@ -10,6 +10,7 @@ from batch.ledger.core import Ledger
 from batch.ledger.fold import read_ledger, unsettled
 from batch.ledger.history import has_history
 from batch.ledger.schema import (
+    CANCELLED,
     CHANNELS,
     FAILED,
     HOT_COLUMNS,
@@ -35,6 +36,7 @@ from batch.ledger.schema import (
 )
 
 __all__ = [
+    "CANCELLED",
     "CHANNELS",
     "FAILED",
     "HOT_COLUMNS",

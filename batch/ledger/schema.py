@@ -22,6 +22,7 @@ import polars as pl
 # Statuses: pending, in_doubt, sent, failed, skipped; tracking adds delivered, read, bounced
 # and any other value the API returns (kept as data).
 PENDING, IN_DOUBT, SENT, FAILED, SKIPPED = "pending", "in_doubt", "sent", "failed", "skipped"
+CANCELLED = "cancelled"  # `lmbatch cancel` ended the campaign before this row was sent
 
 # Rows the API has not (or surely not) processed; anything else may have been sent.
 UNSENT = frozenset({PENDING, FAILED, SKIPPED})
