@@ -22,16 +22,16 @@ JOB = """\
 campaign: first-notice-{{ today.strftime('%Y-%m') }}   # the ledger's identity (a template)
 channel: email                                    # email | sms | signature
 dataset: {path: recipients.csv, key: id}          # CSV, Excel (.xlsx) or Parquet; key is unique
-recipient: {email: "{{ email }}", name: "{{ name }}"}
-message:
+recipient: {email: "{{ email }}", name: "{{ name }}"}   # columns of the dataset
+message:                                          # what every recipient receives
   subject: "Notice {{ id }}: {{ amount|money('EUR') }} due {{ due|date('%d/%m/%Y') }}"
   html: letter.html                               # the body, next to this file
   # reply_to: legal@example.com                   # a verified sender of your account
   # attachments: [{path: terms.pdf, name: Terms.pdf}]
 grouping: auto                                    # identical messages share a request
-api: {base_url: "https://legallymail.com", token_env: LEGALLYMAIL_TOKEN}
-limits: {requests_per_window: 10, window_seconds: 60, max_recipients_per_request: 10}
-retry: {attempts: 5, max_backoff_seconds: 60}
+api: {base_url: "https://legallymail.com", token_env: LEGALLYMAIL_TOKEN}   # token: env only
+limits: {requests_per_window: 10, window_seconds: 60, max_recipients_per_request: 10}  # the API's
+retry: {attempts: 5, max_backoff_seconds: 60}    # transient errors: tried again
 # timezone: Europe/Madrid                         # times people read; default: this machine's
 output: output                                    # ledger in <output>/<campaign>/
 """
