@@ -115,7 +115,9 @@ def preview(job: Path, period: str | None, limit: int) -> None:
 
     loaded = _load(job, period)
     frame, result = read_and_scan(loaded)
-    index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
+    index = write_preview(
+        loaded, frame, loaded.output_dir / "preview", limit=limit, errors_total=len(result.errors)
+    )
     _out().print(f"preview: {index}")
     if result.errors:
         raise errors.RowErrors(result.errors)
