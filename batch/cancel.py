@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from batch import errors
@@ -36,9 +36,10 @@ class Cancellation:
     cancelled: int  # rows that became `cancelled`
     in_doubt: int  # rows left in doubt (maybe sent; `status` lists them)
 
-    def describe(self) -> str:
-        """One line for a person: when, why, how many."""
-        return f"cancelled at {self.at:%Y-%m-%d %H:%M %Z} ({self.note}); {self.cancelled} row(s)"
+    def describe(self, tz: tzinfo | None = None) -> str:
+        """One line for a person: when (in the campaign's time zone `tz`), why, how many."""
+        at = self.at.astimezone(tz) if tz is not None else self.at
+        return f"cancelled at {at:%Y-%m-%d %H:%M %Z} ({self.note}); {self.cancelled} row(s)"
 
 
 def cancellation(folder: Path) -> Cancellation | None:

@@ -182,6 +182,10 @@ def run(
         summary = run_campaign(
             loaded, options, settings=_settings(loaded), reporter=reporter, stop=stop
         )
+    if summary.cancelled is not None:  # `lmbatch cancel` ended it: say so, and when
+        ended = summary.cancelled.describe(loaded.tz)
+        _out().print(f"campaign {summary.campaign} was {ended}; nothing sent", markup=False)
+        sys.exit(summary.exit_code)
     _print_run(summary, job, loaded.period.label if loaded.period else period)
     sys.exit(summary.exit_code)
 
@@ -481,6 +485,9 @@ def rehearse(job: Path, period: str | None) -> None:
     with open_reporter(None, False, console) as reporter, _stop_on_signals(stop):
         done = rehearse_job(loaded, _settings(loaded), reporter=reporter, stop=stop)
     _print_rehearsal(done, job)
+    if done.stopped:
+        console.print(f"[yellow]rehearsal stopped[/]; start a fresh one: lmbatch rehearse {job}")
+        sys.exit(errors.EXIT_PENDING)
 
 
 def _print_rehearsal(done: Any, job: Path) -> None:
@@ -520,8 +527,9 @@ def cancel(job: Path, period: str | None, note: str) -> None:
     """End JOB's campaign on purpose: rows not yet sent become cancelled; nothing more is sent."""
     from batch.cancel import cancel as cancel_campaign
 
-    done = cancel_campaign(_load(job, period), note)
-    _out().print(f"campaign {done.describe()}")
+    loaded = _load(job, period)
+    done = cancel_campaign(loaded, note)
+    _out().print(f"campaign {done.describe(loaded.tz)}", markup=False)
     if done.in_doubt:
         console.print(
             f"[yellow]{done.in_doubt} in doubt[/]: they may have been sent; "
@@ -543,9 +551,6 @@ def _confirmed(job: Any, options: Any) -> bool:
 
 def _print_run(summary: Any, job: Path, period: str | None) -> None:
     out = Console(soft_wrap=True)
-    if summary.cancelled is not None:
-        out.print(f"campaign {summary.campaign} was {summary.cancelled.describe()}; nothing sent")
-        return
     verb = "would send" if summary.dry_run else "campaign"
     counts = ", ".join(f"{n} {s}" for s, n in sorted(summary.counts.items())) or "nothing to do"
     out.print(f"{verb} {summary.campaign}: {counts}")

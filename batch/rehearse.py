@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from batch.certificates import CertificateSummary, download_certificates
+from batch.certificates import FOLDER, CertificateSummary, download_certificates
 from batch.client import build_client
 from batch.jobfile import load_job
 from batch.jobmodel import Job
@@ -47,6 +47,7 @@ class Rehearsal:
     tracked: TrackSummary
     certificates: CertificateSummary
     notes: tuple[str, ...] = ()  # what differs from the real campaign, for the operator
+    stopped: bool = False  # interrupted (Ctrl-C): the stages after it were left out
 
 
 def rehearsal_job(job: Job, stamp: str | None = None) -> tuple[Job, list[str]]:
@@ -97,20 +98,26 @@ def rehearse(
             reporter=reporter or NullReporter(),
             stop=stop,
         )
-        with build_client(pointed, job, stop=stop, window_seconds=window) as api:
-            # Long enough for every recipient to be read, at the scaled pace.
-            horizon = utcnow() + timedelta(seconds=2 * READ_AFTER / scale + 2 * window)
-            tracked = track(
-                job,
-                client=api,
-                watch=True,
-                until=horizon,
-                interval=READ_AFTER / scale / 2,
-                stop=stop,
-            )
-            certificates = download_certificates(job, client=api)
+        if stop.is_set():  # interrupted: the report still shows how far it got
+            tracked = TrackSummary(job.campaign)
+            certificates = CertificateSummary(job.output_dir / FOLDER)
+        else:
+            with build_client(pointed, job, stop=stop, window_seconds=window) as api:
+                # Long enough for every recipient to be read, at the scaled pace.
+                horizon = utcnow() + timedelta(seconds=2 * READ_AFTER / scale + 2 * window)
+                tracked = track(
+                    job,
+                    client=api,
+                    watch=True,
+                    until=horizon,
+                    interval=READ_AFTER / scale / 2,
+                    stop=stop,
+                )
+                certificates = download_certificates(job, client=api)
     report = write_report(job)
-    return Rehearsal(job.output_dir, report, sent, tracked, certificates, tuple(notes))
+    return Rehearsal(
+        job.output_dir, report, sent, tracked, certificates, tuple(notes), stop.is_set()
+    )
 
 
 def rehearse_file(

@@ -87,7 +87,7 @@ def send_test(job: Job, to: str, *, client: LegallyMailClient, key: str | None =
     """Send row `key`'s message (default: the first valid row) once to `to`, marked as a test."""
     channel = channel_for(job.spec)
     try:
-        address = channel.normalize_address(to.strip())
+        address = channel.normalize_address(to.strip(), job.spec.recipient.default_region)
     except ValueError as err:
         raise errors.InputError(
             f"--to {to}: {err}", hint="give your own address for this channel"

@@ -4,6 +4,7 @@ own; `lmbatch demo` is the same for the bundled example."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -71,3 +72,14 @@ def test_rehearse_prints_where_the_report_is(tmp_path: Path) -> None:
     report = Path(result.stdout.split("report: ")[1].strip())
     assert report.is_file() and report.parent.parent.name.startswith("rh-rehearsal-")
     assert dict(os.environ) == before
+
+
+def test_an_interrupted_rehearsal_stops_and_still_reports(tmp_path: Path) -> None:
+    stop = threading.Event()
+    stop.set()  # Ctrl-C before the first request
+    done = rehearse(
+        load_job(write_job(tmp_path, 3)), Settings(state_dir=tmp_path / "state"), stop=stop
+    )
+    assert done.stopped and done.run.counts == {"pending": 3}
+    assert done.tracked.counts == {} and done.certificates.downloaded == 0
+    assert done.report.is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,32 @@ def test_every_channel_marks_the_test_where_the_recipient_sees_it_first(
     assert out[field] == expected == line
     if "signers" in content:
         assert out["signers"] == [{"name": "A", "email": "me@example.org"}]
+
+
+@pytest.fixture
+def jobs(tmp_path: Path) -> Path:
+    root = Path(__file__).parent.parent
+    shutil.copytree(root / "jobs", tmp_path / "jobs")
+    shutil.copytree(root / "templates", tmp_path / "templates")
+    return tmp_path / "jobs"
+
+
+def test_an_sms_test_goes_to_the_given_phone_with_the_mark_first(
+    api: RunningSandbox, jobs: Path
+) -> None:
+    result = lmbatch("send-test", jobs / "reminders-sms.yaml", "--to", "612 345 678")
+    assert result.exit_code == 0, result.output
+    [entry] = api.state.log()
+    assert entry["recipient"] == "+34612345678"  # the job's default region applies
+    assert str(entry["message"]).startswith("[TEST] Hola ")
+    assert len(sends(api)) == 1
+
+
+def test_a_signature_test_has_the_operator_as_its_only_signer(
+    api: RunningSandbox, jobs: Path
+) -> None:
+    result = lmbatch("send-test", jobs / "contracts.yaml", "--to", "me@example.org")
+    assert result.exit_code == 0, result.output
+    entries = api.state.log()
+    assert entries and {e["recipient"] for e in entries} == {"me@example.org"}
+    assert len(sends(api)) == 1
