@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 
 from batch import errors
+from batch.cancel import cancellation
 from batch.channels import channel_for
 from batch.client import build_client
 from batch.jobmodel import Job
@@ -40,7 +41,8 @@ class Outlook:
     def lines(self) -> list[str]:
         """The outlook as a person reads it, one short line each (they fit in 80 columns)."""
         out = [
-            f"campaign {self.campaign}: {self.recipients} recipient(s) to send",
+            f"campaign {self.campaign}:",  # a long name alone on its line: nothing wraps
+            f"  {self.recipients} recipient(s) to send",
             f"  {self.requests} request(s)"
             + (f"; {self.shared} recipient(s) share an envelope" if self.shared > 0 else ""),
         ]
@@ -55,9 +57,11 @@ class Outlook:
 
 def outlook(job: Job, options: RunOptions, settings: Settings) -> Outlook:
     """What `run(job, options)` would send, and what it would spend."""
+    channel = channel_for(job.spec)
+    if cancellation(job.output_dir) is not None:  # the run will send nothing: nothing to ask
+        return Outlook(job.campaign, 0, 0, 0.0, channel.credit_unit, None, None)
     planned = run(job, dataclasses.replace(options, dry_run=True), settings=settings)
     stats = planned.stats
-    channel = channel_for(job.spec)
     left: int | None = None
     if stats.recipients and channel.checks_credits:
         try:

@@ -16,6 +16,7 @@ from click.testing import CliRunner, Result
 from helpers import recipients_accepted
 
 from batch.cli import main
+from batch.confirm import Outlook
 from batch.sandbox import RunningSandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -131,7 +132,7 @@ def test_on_a_terminal_run_shows_what_it_will_spend_and_asks(
     job = write_job(tmp_path, 5, shared=3)
     code, text = on_a_terminal(["run", str(job)], "n", tmp_path)
     assert code == 0, text
-    assert "campaign cf: 5 recipient(s) to send" in text
+    assert "campaign cf:\n  5 recipient(s) to send" in text
     assert "3 request(s); 2 recipient(s) share an envelope" in text
     assert "credits: 5 e-mail needed, 1000000 left" in text
     assert "time at the rate limit:" in text
@@ -149,3 +150,18 @@ def test_yes_answers_in_advance_on_a_terminal(api: RunningSandbox, tmp_path: Pat
     assert code == 0, text
     assert "Send now?" not in text
     assert len(recipients_accepted(api)) == 2
+
+
+def test_the_outlook_fits_80_columns_and_says_what_it_does_not_know() -> None:
+    ahead = Outlook("notice-" + "x" * 40, 1234, 130, 780.0, "e-mail", 1234, None)
+    lines = ahead.lines()
+    assert lines == [
+        f"campaign notice-{'x' * 40}:",
+        "  1234 recipient(s) to send",
+        "  130 request(s); 1104 recipient(s) share an envelope",
+        "  credits: 1234 e-mail needed, unknown left",
+        "  time at the rate limit: about 13 min",
+    ]
+    assert all(len(line) <= 80 for line in lines)
+    signatures = Outlook("c", 3, 3, 20.0, "signature", None, None).lines()
+    assert signatures[2:] == ["  3 request(s)", "  time at the rate limit: about 20 s"]
