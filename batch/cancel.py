@@ -68,6 +68,8 @@ def cancel(job: Job, note: str) -> Cancellation:
     if not note.strip():
         raise errors.JobFileError("cancel needs a --note saying why (the report shows it)")
     folder = job.output_dir
+    if (earlier := cancellation(folder)) is not None:
+        return earlier  # the first note and time are the record: a second cancel keeps them
     folder.mkdir(parents=True, exist_ok=True)
     reason = f"cancelled: {note.strip()}"
     with (

@@ -75,6 +75,8 @@ def test_rows_added_after_a_cancel_are_not_sent(api: RunningSandbox, tmp_path: P
     assert result.exit_code == 0
     assert "nothing sent" in result.stdout
     assert recipients_accepted(api) == []
+    again = lmbatch("cancel", job, "--note", "second thoughts")
+    assert again.exit_code == 0 and "(wrong list); 2 row(s)" in again.stdout  # the first record
 
 
 def test_cancel_refuses_while_a_run_holds_the_lock(tmp_path: Path) -> None:
