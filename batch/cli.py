@@ -539,14 +539,18 @@ def cancel(job: Path, period: str | None, note: str) -> None:
 
 def _confirmed(job: Any, options: Any) -> bool:
     """Show what the run will send and spend, and ask; True when there is nothing to ask."""
-    from batch.confirm import outlook
+    from batch.confirm import ask, outlook
 
     ahead = outlook(job, options, _settings(job))
     if not ahead.recipients:
         return True
     for line in ahead.lines():
         console.print(line, markup=False, highlight=False)
-    return click.confirm("Send now?", default=False, err=True)
+    try:
+        return ask("Send now?", sys.stdin, sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C at the question: nothing was sent
+        console.print()
+        return False
 
 
 def _print_run(summary: Any, job: Path, period: str | None) -> None:

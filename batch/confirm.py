@@ -1,16 +1,22 @@
 """What a run is about to do, said before it spends anything (`lmbatch run` on a terminal).
 
 The figures come from the same plan a dry run makes (the ledger and the dataset, no lock, no
-send) plus one `GET /api/info` for the credits left, paced like any other request. Asking is
-the CLI's part, and only on a terminal: without one (cron, a pipe) a run never waits for an
-answer nobody will type.
+send) plus one `GET /api/info` for the credits left, paced like any other request. The CLI
+asks only on a terminal: without one (cron, a pipe) a run never waits for an answer nobody
+will type.
+
+`ask` reads the answer by polling stdin rather than blocking in `input()`: the dataset's
+reader leaves worker threads behind, a Ctrl-C may be delivered to one of them, and a main
+thread blocked in a read would not see it until Enter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import select
 import threading
 from dataclasses import dataclass
+from typing import TextIO
 
 from batch import errors
 from batch.cancel import cancellation
@@ -79,3 +85,15 @@ def outlook(job: Job, options: RunOptions, settings: Settings) -> Outlook:
         stats.recipients if channel.checks_credits else None,
         left,
     )
+
+
+def ask(question: str, answers: TextIO, prompt: TextIO) -> bool:
+    """Write `question [y/N]: ` to `prompt` and read a line from `answers`; True for y/yes.
+
+    End of input is no. Ctrl-C raises KeyboardInterrupt within a fraction of a second.
+    """
+    prompt.write(f"{question} [y/N]: ")
+    prompt.flush()
+    while not select.select([answers], [], [], 0.2)[0]:
+        pass  # a signal's handler runs between these polls
+    return answers.readline().strip().lower() in ("y", "yes")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -20,6 +21,7 @@ from batch.confirm import Outlook
 from batch.sandbox import RunningSandbox
 
 REPO = Path(__file__).resolve().parent.parent
+INTERRUPT = "<ctrl-c>"
 
 
 def write_job(folder: Path, n: int, *, shared: int = 0) -> Path:
@@ -91,7 +93,8 @@ def test_without_a_terminal_run_never_asks(api: RunningSandbox, tmp_path: Path) 
 
 
 def on_a_terminal(args: list[str], answer: str | None, cwd: Path) -> tuple[int, str]:
-    """Run lmbatch with a pseudo-terminal as stdin and stderr; type `answer` at the prompt."""
+    """Run lmbatch with a pseudo-terminal as stdin and stderr; type `answer` at the prompt
+    (`INTERRUPT`: press Ctrl-C there instead)."""
     master, slave = pty.openpty()
     env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80", "TERM": "dumb"}
     child = subprocess.Popen(
@@ -115,7 +118,10 @@ def on_a_terminal(args: list[str], answer: str | None, cwd: Path) -> tuple[int, 
                 except OSError:
                     break
             if not answered and answer is not None and b"Send now?" in seen:
-                os.write(master, answer.encode() + b"\n")
+                if answer == INTERRUPT:
+                    child.send_signal(signal.SIGINT)
+                else:
+                    os.write(master, answer.encode() + b"\n")
                 answered = True
         out, _ = child.communicate(timeout=60)
         code = child.returncode
@@ -165,3 +171,10 @@ def test_the_outlook_fits_80_columns_and_says_what_it_does_not_know() -> None:
     assert all(len(line) <= 80 for line in lines)
     signatures = Outlook("c", 3, 3, 20.0, "signature", None, None).lines()
     assert signatures[2:] == ["  3 request(s)", "  time at the rate limit: about 20 s"]
+
+
+def test_ctrl_c_at_the_question_sends_nothing(api: RunningSandbox, tmp_path: Path) -> None:
+    code, text = on_a_terminal(["run", str(write_job(tmp_path, 2))], INTERRUPT, tmp_path)
+    assert code == 0, text
+    assert "nothing sent" in text and "Aborted" not in text
+    assert recipients_accepted(api) == []
