@@ -455,7 +455,7 @@ def demo(job: Path) -> None:
     from batch.progress import open_reporter
 
     with open_reporter(None, False, console) as reporter:
-        done = run_demo(job, Settings.from_env(), reporter)
+        done = run_demo(job, Settings.from_env(), reporter, say=_say_stage)
     _print_rehearsal(done, job)
 
 
@@ -483,11 +483,15 @@ def rehearse(job: Path, period: str | None) -> None:
     loaded = _load(job, period)
     stop = threading.Event()
     with open_reporter(None, False, console) as reporter, _stop_on_signals(stop):
-        done = rehearse_job(loaded, _settings(loaded), reporter=reporter, stop=stop)
+        done = rehearse_job(loaded, _settings(loaded), reporter=reporter, stop=stop, say=_say_stage)
     _print_rehearsal(done, job)
     if done.stopped:
         console.print(f"[yellow]rehearsal stopped[/]; start a fresh one: lmbatch rehearse {job}")
         sys.exit(errors.EXIT_PENDING)
+
+
+def _say_stage(line: str) -> None:
+    console.print(f"rehearsal: {line}…", markup=False, highlight=False)
 
 
 def _print_rehearsal(done: Any, job: Path) -> None:

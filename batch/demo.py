@@ -7,6 +7,7 @@ credits, and a fresh folder beside the example's output, never the example's own
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from batch.jobfile import load_job
@@ -18,11 +19,15 @@ EXAMPLE = Path("jobs/notice.yaml")
 
 
 def run_demo(
-    job_path: Path = EXAMPLE, settings: Settings | None = None, reporter: Reporter | None = None
+    job_path: Path = EXAMPLE,
+    settings: Settings | None = None,
+    reporter: Reporter | None = None,
+    *,
+    say: Callable[[str], None] | None = None,
 ) -> Rehearsal:
     """Rehearse `job_path` (the bundled example by default) and return what it did.
 
     The sandbox's URL and token replace those of `settings` (the limiter's state folder is
     kept); the process's environment is neither read nor changed.
     """
-    return rehearse(load_job(job_path), settings, reporter=reporter)
+    return rehearse(load_job(job_path), settings, reporter=reporter, say=say)

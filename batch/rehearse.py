@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -70,12 +71,15 @@ def rehearse(
     scale: float = TIME_SCALE,
     reporter: Reporter | None = None,
     stop: threading.Event | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Rehearsal:
     """Run, track, download certificates and write the report, all against a sandbox.
 
     Only the limiter's state folder of `settings` is used (the sandbox's own URL is a
-    separate budget); the environment is never read or changed.
+    separate budget); the environment is never read or changed. `say` hears each stage as
+    it starts (the run has its own `reporter`).
     """
+    tell = say or (lambda line: None)
     job, notes = rehearsal_job(job)
     stop = stop or threading.Event()
     limits = job.spec.limits
@@ -104,7 +108,9 @@ def rehearse(
         else:
             with build_client(pointed, job, stop=stop, window_seconds=window) as api:
                 # Long enough for every recipient to be read, at the scaled pace.
-                horizon = utcnow() + timedelta(seconds=2 * READ_AFTER / scale + 2 * window)
+                wait = 2 * READ_AFTER / scale + 2 * window
+                horizon = utcnow() + timedelta(seconds=wait)
+                tell(f"tracking delivery and reading (at most {wait:.0f} s)")
                 tracked = track(
                     job,
                     client=api,
@@ -113,7 +119,9 @@ def rehearse(
                     interval=READ_AFTER / scale / 2,
                     stop=stop,
                 )
+                tell("downloading certificates")
                 certificates = download_certificates(job, client=api)
+    tell("writing the report")
     report = write_report(job)
     return Rehearsal(
         job.output_dir, report, sent, tracked, certificates, tuple(notes), stop.is_set()
@@ -127,6 +135,8 @@ def rehearse_file(
     period: str | None = None,
     reporter: Reporter | None = None,
     stop: threading.Event | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Rehearsal:
     """`rehearse` for a job file."""
-    return rehearse(load_job(job_path, period=period), settings, reporter=reporter, stop=stop)
+    job = load_job(job_path, period=period)
+    return rehearse(job, settings, reporter=reporter, stop=stop, say=say)
