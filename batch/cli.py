@@ -226,7 +226,9 @@ def preview(job: Path, period: str | None, limit: int) -> None:
 
     loaded = _load(job, period)
     frame, result = read_and_scan(loaded)
-    index = write_preview(loaded, frame, loaded.output_dir / "preview", limit=limit)
+    index = write_preview(
+        loaded, frame, loaded.output_dir / "preview", limit=limit, errors_total=len(result.errors)
+    )
     _out().print(f"preview: {index}", markup=False)
     if result.errors:
         raise result.problem()
@@ -262,6 +264,15 @@ def preview(job: Path, period: str | None, limit: int) -> None:
 )
 @click.option("--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Log lines here.")
 @click.option("--json-log", is_flag=True, help="Log JSON lines (with --log-file, or on stderr).")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Send to at most N recipients, then stop with the rest pending (exit 3).",
+)
+@click.option(
+    "--yes", "-y", is_flag=True, help="Do not ask before sending (a terminal asks; cron never)."
+)
 @handle_errors
 def run(
     job: Path,
@@ -278,6 +289,8 @@ def run(
     new_campaign: bool,
     log_file: Path | None,
     json_log: bool,
+    limit: int | None,
+    yes: bool,
 ) -> None:
     """Send JOB's campaign; run it again to resume where it stopped."""
     from batch.runner import RunOptions
@@ -294,7 +307,11 @@ def run(
         accept_new_version=accept_new_version,
         offline=offline,
         new_campaign=new_campaign,
+        limit=limit,
     )
+    if not (dry_run or yes) and sys.stdin.isatty() and not _confirmed(loaded, options):
+        _out().print("nothing sent")
+        return
     stop = threading.Event()
     from batch.progress import open_reporter
 
@@ -303,6 +320,10 @@ def run(
             loaded, options, settings=_settings(loaded), reporter=reporter, stop=stop
         )
         _finish(reporter, summary)
+    if summary.cancelled is not None:  # `lmbatch cancel` ended it: say so, and when
+        ended = summary.cancelled.describe(loaded.tz)
+        _out().print(f"campaign {summary.campaign} was {ended}; nothing sent", markup=False)
+        sys.exit(summary.exit_code)
     _print_run(summary, job, loaded.period.label if loaded.period else period, options, loaded)
     sys.exit(summary.exit_code)
 
@@ -639,11 +660,114 @@ def sandbox(
 )
 @handle_errors
 def demo(job: Path) -> None:
-    """Run an example job against an in-process sandbox (10 requests per second)."""
+    """Rehearse the bundled example: run, track, certificates, report; no account needed."""
     from batch.demo import run_demo
+    from batch.progress import open_reporter
 
-    summary = run_demo(job, Settings.from_env())
-    _print_run(summary, job, None, next_step=False)  # its ledger is not the job's own
+    with open_reporter(None, False, console) as reporter:
+        done = run_demo(job, Settings.from_env(), reporter, say=_say_stage)
+    _print_rehearsal(done, job)
+
+
+@main.command()
+@click.argument("folder", default="new-campaign", type=click.Path(file_okay=False, path_type=Path))
+@handle_errors
+def init(folder: Path) -> None:
+    """Write a working job folder (job file, small dataset, template) to edit: FOLDER."""
+    from batch.scaffold import scaffold
+
+    job = scaffold(folder)
+    out = _out()
+    wrote = f"wrote {job}, {folder / 'recipients.csv'} and {folder / 'letter.html'}"
+    out.print(wrote, markup=False)
+    out.print(f"next: lmbatch validate {job}, then lmbatch rehearse {job}", markup=False)
+
+
+@main.command()
+@job_argument
+@handle_errors
+def rehearse(job: Path, period: str | None) -> None:
+    """Run JOB's whole campaign against an in-process sandbox, 30× faster; no credits spent."""
+    from batch.progress import open_reporter
+    from batch.rehearse import rehearse as rehearse_job
+
+    loaded = _load(job, period)
+    stop = threading.Event()
+    with open_reporter(None, False, console) as reporter, _stop_on_signals(stop):
+        done = rehearse_job(loaded, _settings(loaded), reporter=reporter, stop=stop, say=_say_stage)
+    _print_rehearsal(done, job)
+    if done.stopped:
+        again = escape(f"lmbatch rehearse {job}")
+        console.print(f"[yellow]rehearsal stopped[/]; start a fresh one: {again}")
+        sys.exit(errors.EXIT_PENDING)
+
+
+def _say_stage(line: str) -> None:
+    console.print(f"rehearsal: {line}…", markup=False, highlight=False)
+
+
+def _print_rehearsal(done: Any, job: Path) -> None:
+    out = _out()
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(done.tracked.counts.items()))
+    out.print(f"rehearsal of {done.run.campaign}: {counts or 'nothing sent'}", markup=False)
+    certificates = done.certificates.downloaded
+    out.print(f"{certificates} certificate(s); ledger in {done.folder}", markup=False)
+    for note in done.notes:
+        out.print(f"note: {note}", markup=False)
+    for problem in done.run.invalid[:10]:
+        console.print(f"[yellow]skipped:[/] {escape(str(problem))}", markup=True, highlight=False)
+    out.print(f"report: {done.report}", markup=False)
+
+
+@main.command("send-test")
+@job_argument
+@click.option("--to", "to", required=True, help="Your own address (or phone, for SMS).")
+@click.option("--key", default=None, help="The row to send (default: the first valid row).")
+@handle_errors
+def send_test(job: Path, period: str | None, to: str, key: str | None) -> None:
+    """Send one row's message once to your own address, marked [TEST]; not in the ledger."""
+    from batch.client import build_client
+    from batch.sendtest import send_test as send_one
+
+    loaded = _load(job, period)
+    with build_client(_settings(loaded), loaded, stop=threading.Event()) as api:
+        sent = send_one(loaded, to, client=api, key=key)
+    _out().print(f"test of row {sent.key} sent to {sent.to}: {sent.subject}", markup=False)
+    _out().print(f"recorded in {sent.record}; the row is still to send", markup=False)
+
+
+@main.command()
+@job_argument
+@click.option("--note", required=True, help="Why the campaign ends (the report shows it).")
+@handle_errors
+def cancel(job: Path, period: str | None, note: str) -> None:
+    """End JOB's campaign on purpose: rows not yet sent become cancelled; nothing more is sent."""
+    from batch.cancel import cancel as cancel_campaign
+
+    loaded = _load(job, period)
+    done = cancel_campaign(loaded, note)
+    _out().print(f"campaign {done.describe(loaded.tz)}", markup=False)
+    if done.in_doubt:
+        console.print(
+            f"[yellow]{done.in_doubt} in doubt[/]: they may have been sent; "
+            f"`lmbatch status {escape(str(job))}` lists them"
+        )
+
+
+def _confirmed(job: Any, options: Any) -> bool:
+    """Show what the run will send and spend, and ask; True when there is nothing to ask."""
+    from batch.confirm import ask, outlook
+
+    ahead = outlook(job, options, _settings(job))
+    if not ahead.recipients:
+        return True
+    for line in ahead.lines():
+        console.print(line, markup=False, highlight=False)
+    try:
+        return ask("Send now?", sys.stdin, sys.stderr)
+    except KeyboardInterrupt:  # Ctrl-C at the question: nothing was sent
+        console.print()
+        return False
 
 
 def _period(period: str | None) -> str:

@@ -23,9 +23,9 @@ from batch.jobmodel import Job, ScheduleSpec
 from batch.schedule import load_zone, next_fire_times, parse_cron
 
 _SYSTEMD_WEEKDAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
-# Flags every scheduled run gets. A confirmation prompt is planned for `run`: once it exists,
-# its skip flag (--yes) belongs here, or an unattended run would wait on a prompt nobody sees.
-UNATTENDED_FLAGS = ("--exit-outside-window",)
+# Flags every scheduled run gets. `run` asks before spending only on a terminal, yet --yes
+# says so in the unit itself: a scheduled run must never wait on a prompt nobody sees.
+UNATTENDED_FLAGS = ("--exit-outside-window", "--yes")
 
 
 def token_file(home: Path) -> Path:

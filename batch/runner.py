@@ -16,6 +16,7 @@ import polars as pl
 
 from batch import errors
 from batch.campaigns import check_new_ledger, mark
+from batch.cancel import Cancellation, cancellation
 from batch.channels import channel_for
 from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
 from batch.dataset import load_dataset
@@ -64,6 +65,7 @@ class RunSummary:
     valid_rows: int = 0  # rows that rendered and validated (dry runs)
     notes: list[str] = field(default_factory=list)  # the forecast's (and a dry run's checks)
     refused: str | None = None  # dry runs: why the real run would refuse to start (exit 2)
+    cancelled: Cancellation | None = None  # `lmbatch cancel` ended it: nothing was sent
 
     @property
     def remaining(self) -> int:
@@ -76,6 +78,8 @@ class RunSummary:
         not done, and the next firing inside the window sends it)."""
         if self.dry_run:
             return errors.EXIT_INVALID if self.refused else errors.EXIT_OK
+        if self.cancelled is not None:
+            return errors.EXIT_OK
         if self.remaining or self.stopped:
             return errors.EXIT_PENDING
         # Done, but not everyone was reached: exit 5 so cron and systemd do not file it as
@@ -154,6 +158,12 @@ def run(
             with _client(job, client, settings, stop, options, lambda _: None) as api:
                 summary.notes.append(_account_check(job, api, stats.recipients))
         return summary
+    if (ended := cancellation(job.output_dir)) is not None:
+        counted = read_ledger(job.output_dir).group_by("status").len()
+        counts = dict(zip(counted["status"].to_list(), counted["len"].to_list(), strict=True))
+        return RunSummary(
+            job.campaign, job.output_dir / "ledger.parquet", counts, stats, cancelled=ended
+        )
     check_writable(job.output_dir)
     check_new_ledger(job, allow_new=options.new_campaign)
 
@@ -249,6 +259,8 @@ def _dry_run(
     except errors.InputError as err:
         refused = f"{err}" + (f"; {err.hint}" if err.hint else "")
     todo = ahead.to_send if refused is None else ahead.to_send.clear()
+    if options.limit is not None:
+        todo = todo.head(options.limit)
     batches = group(
         todo, max_recipients=job.spec.limits.max_recipients_per_request, grouping=grouping(job)
     )

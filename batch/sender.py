@@ -60,6 +60,7 @@ class RunOptions:
     accept_new_version: bool = False  # send the rest although earlier rows got other content
     offline: bool = False  # dry run: do not check the token, server and credits
     new_campaign: bool = False  # open a new ledger although an earlier one is unfinished
+    limit: int | None = None  # send to at most this many recipients (`run --limit N`)
 
     @property
     def flags(self) -> RunFlags:
@@ -148,7 +149,9 @@ class Sender:
             self.reconcile_in_doubt()
             # Nothing in doubt: the ledger now says exactly what the forecast said (its
             # transitions are applied), so its plan is reused rather than searched again.
-            batches = self._plan(result, ahead.to_send if not ahead.in_doubt else None)
+            batches = self._plan(
+                result, ahead.to_send if not ahead.in_doubt else None, options.limit
+            )
         except errors.WorkPending as err:
             return str(err)
         if batches and self.channel.checks_credits:
@@ -168,12 +171,22 @@ class Sender:
             # 403 message does not.
             hint = f"; {err.hint}" if err.hint else ""
             return f"{err}; what was not sent stays pending{hint}"
-        return "stopped on request" if self.stop.is_set() else None
+        if self.stop.is_set():
+            return "stopped on request"
+        return self.limited
 
-    def _plan(self, result: Scan, todo: pl.DataFrame | None = None) -> Plan:
+    limited: str | None = None  # why the plan was cut short by --limit
+
+    def _plan(
+        self, result: Scan, todo: pl.DataFrame | None = None, limit: int | None = None
+    ) -> Plan:
         if todo is None:
             todo = self.ledger.plan(result.ok)
+        # Every row is queued, so the rows --limit leaves out show as pending (work left).
         self.ledger.queue(todo.select("key", "address", "name", "content_hash"))
+        if limit is not None and todo.height > limit:
+            self.limited = f"--limit {limit} reached; {todo.height - limit} recipient(s) left"
+            todo = todo.head(limit)
         batches = group(
             todo,
             max_recipients=self.job.spec.limits.max_recipients_per_request,

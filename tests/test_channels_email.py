@@ -162,5 +162,13 @@ def test_the_preview_shows_subject_attachments_and_an_isolated_body() -> None:
         "attachments": [{"filename": "a.pdf"}],
     }
     parts = EMAIL.preview(Message("K", 2, "a@example.com", "Ann", content, "h"))
-    assert parts.before == [("subject", "Hi")] and parts.after == [("attachments", "a.pdf")]
+    assert parts.before == [("subject", "Hi")]
+    assert parts.after == [
+        ("reply-to", "none: replies go to the sender"),
+        ("attachments", "a.pdf"),
+    ]
+    assert parts.summary == ("subject", "Hi")
+    named = {**content, "reply_to": "legal@example.com", "reply_to_name": "Legal"}
+    parts = EMAIL.preview(Message("K", 2, "a@example.com", "Ann", named, "h"))
+    assert ("reply-to", "Legal <legal@example.com>") in parts.after
     assert 'srcdoc="&lt;p onclick=&quot;x&quot;&gt;' in parts.body

@@ -345,3 +345,7 @@ def test_the_signature_preview_names_signers_and_document() -> None:
         ("document", "c.pdf"),
         ("language", "es"),
     ]
+    assert parts.summary == ("document", "c.pdf")
+    content["signers"] = [{"name": "Ann", "email": "a@example.com", "phone": "+34612345678"}]
+    parts = SIGNATURE.preview(Message("K", 2, "a@example.com", "Ann", content, "h"))
+    assert ("signers", "Ann <a@example.com> +34612345678") in parts.after

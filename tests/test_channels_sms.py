@@ -272,3 +272,4 @@ def test_an_sms_status_becomes_ledger_fields() -> None:
 def test_the_sms_preview_shows_the_text_and_its_length() -> None:
     parts = SMS.preview(Message("K", 2, "+34612345678", "Ann", {"message": "<b>hi</b>"}, "h"))
     assert parts.body == "<pre>&lt;b&gt;hi&lt;/b&gt;</pre><p>9 characters</p>"
+    assert parts.summary == ("text", "<b>hi</b>")  # the index shows the text, escaped there

@@ -332,7 +332,8 @@ def test_schedule_prints_fire_times_crontab_and_systemd_units() -> None:
     # Fired at every window opening, not only on the 1st (issue 12, item 8).
     assert "CRON_TZ=Europe/Madrid\n0 9 * * 1-5 " in out
     assert re.search(r"^0 9 \* \* 1-5 set -a && \. \S+token\.env && set \+a && .+ -m batch run "
-                     r"\S+jobs/rent\.yaml --exit-outside-window --log-file \S+rent\.log >>\S+$",
+                     r"\S+jobs/rent\.yaml --exit-outside-window --yes "
+                     r"--log-file \S+rent\.log >>\S+$",
                      out, re.MULTILINE)  # fmt: skip
     for line in ["[Service]", "Type=oneshot", "[Timer]", "Persistent=true", "[Install]"]:
         assert f"\n{line}\n" in out

@@ -94,6 +94,7 @@ def test_run_accepts_every_flag_the_snippets_pass(tmp_path: Path) -> None:
     args = settings(tmp_path).run_args(tmp_path / "rent.yaml")
     context = run_command.make_context("run", args[1:])  # parses, exits 2 on an unknown flag
     assert context.params["exit_outside_window"] is True
+    assert context.params["yes"] is True  # never a prompt nobody sees
     assert context.params["log_file"] == tmp_path / "jobs" / "rent.log"
     assert set(UNATTENDED_FLAGS) <= set(args)
 

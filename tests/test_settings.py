@@ -131,8 +131,8 @@ def test_the_demo_points_its_settings_at_the_sandbox_and_leaves_the_environment_
 ) -> None:
     monkeypatch.setenv("LEGALLYMAIL_BASE_URL", "http://127.0.0.1:1")  # would fail if used
     before = dict(os.environ)
-    summary = run_demo(tmp_path / "job.yaml", Settings(state_dir=tmp_path / "state"))
-    assert summary.counts == {"sent": 1}
+    done = run_demo(tmp_path / "job.yaml", Settings(state_dir=tmp_path / "state"))
+    assert done.run.counts == {"sent": 1}
     assert dict(os.environ) == before
     assert list((tmp_path / "state").glob("ratelimit-127.0.0.1_*.json"))
 

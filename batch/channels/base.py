@@ -62,6 +62,7 @@ class PreviewParts:
     before: list[tuple[str, str]] = field(default_factory=list)  # header rows before "to"
     after: list[tuple[str, str]] = field(default_factory=list)  # header rows after "row"
     body: str = ""  # HTML below the header
+    summary: tuple[str, str] = ("", "")  # the index's column for this channel: (label, value)
 
 
 @dataclass(frozen=True)

@@ -306,9 +306,12 @@ class EmailChannel:
                 _from_detail(ctx, detail, rows)
 
     def preview(self, message: Message) -> PreviewParts:
-        """Subject and attachments; the body in an iframe."""
+        """Subject, reply-to and attachments; the body in an iframe."""
         content = message.content
         names = [a["filename"] for a in content.get("attachments", [])]
+        reply = content.get("reply_to") or "none: replies go to the sender"
+        if content.get("reply_to") and content.get("reply_to_name"):
+            reply = f"{content['reply_to_name']} <{content['reply_to']}>"
         # srcdoc isolates the body's markup and styles from the preview page around it; an
         # empty `sandbox` runs no script, submits no form and gives the body no origin, and the
         # page's CSP (batch.preview), which a srcdoc document inherits, forbids scripts again.
@@ -318,8 +321,9 @@ class EmailChannel:
         )
         return PreviewParts(
             before=[("subject", content["subject"])],
-            after=[("attachments", ", ".join(names) or "none")],
+            after=[("reply-to", reply), ("attachments", ", ".join(names) or "none")],
             body=body,
+            summary=("subject", content["subject"]),
         )
 
     def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:

@@ -350,15 +350,19 @@ class SignatureChannel:
         return fields
 
     def preview(self, message: Message) -> PreviewParts:
-        """The signers, the document's name and the language."""
+        """The signers (with their phones), the document's name and the language."""
         content = message.content
-        signers = ", ".join(f"{s['name']} <{s['email']}>" for s in content["signers"])
+        signers = ", ".join(
+            f"{s['name']} <{s['email']}>" + (f" {s['phone']}" if s.get("phone") else "")
+            for s in content["signers"]
+        )
         return PreviewParts(
             after=[
                 ("signers", signers),
                 ("document", content["document_name"]),
                 ("language", content["language"]),
-            ]
+            ],
+            summary=("document", content["document_name"]),
         )
 
     def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:

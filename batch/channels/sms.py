@@ -193,7 +193,9 @@ class SmsChannel:
     def preview(self, message: Message) -> PreviewParts:
         """The text and its length."""
         text = message.content["message"]
-        return PreviewParts(body=f"<pre>{escape(text)}</pre><p>{len(text)} characters</p>")
+        return PreviewParts(
+            body=f"<pre>{escape(text)}</pre><p>{len(text)} characters</p>", summary=("text", text)
+        )
 
     def report_facts(self, spec: JobSpec) -> list[tuple[str, str]]:
         """The text template and the sender."""

@@ -12,6 +12,7 @@ from batch.ledger.history import has_history
 from batch.ledger.rules import read_resolutions, resolve, retry_bounced, withdraw
 from batch.ledger.schema import (
     BOUNCED,
+    CANCELLED,
     CHANNELS,
     FAILED,
     HOT_COLUMNS,
@@ -39,6 +40,7 @@ from batch.ledger.schema import (
 
 __all__ = [
     "BOUNCED",
+    "CANCELLED",
     "CHANNELS",
     "FAILED",
     "HOT_COLUMNS",

@@ -27,6 +27,7 @@ PENDING, IN_DOUBT, SENT, FAILED, SKIPPED = "pending", "in_doubt", "sent", "faile
 # reports as withdrawn in the panel (same word, tracking's) always has one.
 WITHDRAWN = "withdrawn"
 BOUNCED = "bounced"  # tracking's word for a message the recipient's server refused
+CANCELLED = "cancelled"  # `lmbatch cancel` ended the campaign before this row was sent
 
 # Rows the API has not (or surely not) processed; anything else may have been sent.
 UNSENT = frozenset({PENDING, FAILED, SKIPPED, WITHDRAWN})
