@@ -72,7 +72,7 @@ def test_limit_sends_at_most_n_and_stops_with_work_left(
 
 
 def test_a_dry_run_with_limit_plans_n(tmp_path: Path) -> None:
-    result = lmbatch("run", write_job(tmp_path, 5), "--dry-run", "--limit", "3")
+    result = lmbatch("run", write_job(tmp_path, 5), "--dry-run", "--offline", "--limit", "3")
     assert result.exit_code == 0
     assert "would send cf: 3 pending" in result.stdout
 

@@ -254,5 +254,5 @@ def test_the_demo_under_a_pipe_ends_every_line_with_a_newline(tmp_path: Path) ->
     )  # fmt: skip
     assert done.returncode == 0, done.stdout
     assert done.stdout.endswith("\n")
-    assert re.search(r"^campaign notice-\S+: 27 sent$", done.stdout, re.MULTILINE), done.stdout
+    assert re.search(r"^rehearsal of notice-\S+: 27 read$", done.stdout, re.MULTILINE), done.stdout
     assert re.match(r"\S+ start recipients=27 ", done.stdout)
