@@ -30,7 +30,7 @@ from typing import Any
 
 from batch import errors
 from batch.client import LegallyMailClient
-from batch.client import build_client_from_env as build_client
+from batch.connect import build_client_from_env as build_client
 from batch.files import write_atomic
 from batch.jobmodel import Job
 from batch.ledger import Ledger, has_history

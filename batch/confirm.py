@@ -21,7 +21,7 @@ from typing import TextIO
 from batch import errors
 from batch.cancel import cancellation
 from batch.channels import channel_for
-from batch.client import build_client
+from batch.connect import build_client
 from batch.jobmodel import Job
 from batch.runner import RunOptions, run
 from batch.settings import Settings

@@ -21,7 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from batch.certificates import FOLDER, CertificateSummary, download_certificates
-from batch.client import build_client
+from batch.connect import build_client
 from batch.jobfile import load_job
 from batch.jobmodel import Job
 from batch.progress import NullReporter, Reporter

@@ -18,7 +18,8 @@ from batch import errors
 from batch.campaigns import check_new_ledger, mark
 from batch.cancel import Cancellation, cancellation
 from batch.channels import channel_for
-from batch.client import LegallyMailClient, RequestEvent, build_client, build_client_from_env
+from batch.client import LegallyMailClient, RequestEvent
+from batch.connect import build_client, build_client_from_env
 from batch.dataset import load_dataset
 from batch.forecast import forecast
 from batch.jobmodel import Job

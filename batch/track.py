@@ -44,7 +44,7 @@ from batch import errors
 from batch.answers import UNTRACKED, Row
 from batch.channels import CHANNELS, channel_for
 from batch.client import LegallyMailClient
-from batch.client import build_client_from_env as build_client
+from batch.connect import build_client_from_env as build_client
 from batch.jobmodel import Job
 from batch.ledger import Ledger, has_history, utcnow
 from batch.progress import NullReporter

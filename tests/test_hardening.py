@@ -27,7 +27,8 @@ from click.testing import CliRunner
 from helpers import recipients_accepted, wait_for
 
 from batch.cli import STOP_GRACE_SECONDS, main
-from batch.client import LegallyMailClient, _limiter_key
+from batch.client import LegallyMailClient
+from batch.connect import _limiter_key
 from batch.errors import MAX_MESSAGE_CHARS, BatchError, JobFileError, RowError, RowErrors
 from batch.jobfile import _check_duplicate_keys, load_job
 from batch.ledger import read_ledger

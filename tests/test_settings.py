@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import batch
-from batch.client import base_url, build_client
+from batch.connect import base_url, build_client
 from batch.demo import run_demo
 from batch.errors import AuthError
 from batch.jobfile import Job, load_job

@@ -1,7 +1,7 @@
 """The package's shape: no import cycle, no hidden imports, no channel names outside channels/.
 
 An import cycle hidden by a function-local import is still a cycle: it only moves the
-failure from import time to the first call. `cli.py` is the one exception, because its lazy
+failure from import time to the first call. The `cli` package is the one exception: its lazy
 imports keep `lmbatch --help` fast.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "batch"
-LAZY_IMPORTS_ALLOWED = {"batch.cli"}
+LAZY_IMPORTS_ALLOWED = {"batch.cli", "batch.cli.common", "batch.cli.send", "batch.cli.follow"}
 CHANNEL_NAMES = ("email", "sms", "signature")
 
 
