@@ -203,3 +203,19 @@ def test_no_module_outside_channels_compares_a_channel_name() -> None:
         for number, line in channel_comparisons(path.read_text(encoding="utf-8"))
     ]
     assert offenders == []
+
+
+def test_the_readme_module_map_names_every_module() -> None:
+    """The README's map is the reader's way in: a module it does not name is a room not shown."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    start = readme.index("### Module map")
+    mapped = readme[start : readme.find("\n## ", start) if "\n## " in readme[start:] else None]
+    missing = sorted(
+        name
+        for name in _modules()
+        if not name.startswith("batch.sandbox.")
+        and name not in {"batch", "batch.__main__"}
+        and f"`{name.rsplit('.', 1)[-1]}`" not in mapped
+        and f"`{name.rsplit('.', 1)[-1]}/`" not in mapped
+    )
+    assert missing == []
