@@ -34,6 +34,7 @@ from helpers import (
     accepted,
     assert_exactly_once,
     child_env,
+    done_code,
     email_campaign,
     fault_sandbox,
     figures,
@@ -165,7 +166,7 @@ def test_email_campaign_survives_sigkill_at_random_moments(tmp_path: Path, seed:
         assert done["gap"] >= 1 and done["gap"] + done["anywhere"] >= 3
         doubtful = in_doubt_keys(campaign)
         code, output = finish(campaign, env, logs)
-        assert code == errors.EXIT_OK, output
+        assert code == done_code(campaign), output
         assert_exactly_once(sandbox, campaign)
         # Pacing held across the restarts: the limiter's state outlives a killed process.
         assert sandbox.state.request_count(status=429) == 0
@@ -197,7 +198,7 @@ def test_status_shows_rows_in_doubt_and_the_next_run_settles_them(tmp_path: Path
         for key in doubtful:
             assert key in text
         code, output = finish(campaign, env, logs)
-        assert code == errors.EXIT_OK, output
+        assert code == done_code(campaign), output
         assert "found in the account's latest sends" in output  # what status promised
         assert_exactly_once(sandbox, campaign)
         after = CliRunner().invoke(main, ["status", str(campaign.job_path)])
@@ -226,7 +227,7 @@ def test_sms_campaign_survives_sigkill_and_in_doubt_sms_are_never_resent(
         assert "never sent again automatically" in text and "lmbatch resolve" in text
         verdicts = resolve_by_hand(sandbox, campaign, doubtful)
         code, output = finish(campaign, env, logs)
-        assert code == errors.EXIT_OK, output
+        assert code == done_code(campaign), output
         assert_exactly_once(sandbox, campaign)
         # Pacing held across the restarts: the limiter's state outlives a killed process.
         assert sandbox.state.request_count(status=429) == 0
@@ -251,7 +252,7 @@ def test_signature_campaign_survives_sigkill_at_random_moments(tmp_path: Path, s
         assert done["gap"] >= 1
         doubtful = in_doubt_keys(campaign)
         code, output = finish(campaign, env, logs)
-        assert code == errors.EXIT_OK, output
+        assert code == done_code(campaign), output
         assert_exactly_once(sandbox, campaign)
         # Pacing held across the restarts: the limiter's state outlives a killed process.
         assert sandbox.state.request_count(status=429) == 0
@@ -292,7 +293,7 @@ def test_credits_running_out_mid_run_stop_cleanly_and_resume(tmp_path: Path) -> 
 
         sandbox.state.set_credits(1000)
         code, output = finish(campaign, env, logs)
-        assert code == errors.EXIT_OK, output
+        assert code == done_code(campaign), output
         assert_exactly_once(sandbox, campaign)
 
 
@@ -322,7 +323,7 @@ def test_a_crash_before_the_first_request_left_is_settled_on_a_busy_account(
         assert recorded(sandbox, "email") == 30, "the first request left before the kill"
         assert in_doubt_keys(campaign)
         code, output = finish(campaign, env, logs)
-        assert code == errors.EXIT_OK, output
+        assert code == done_code(campaign), output
         assert_exactly_once(sandbox, campaign)
 
 
