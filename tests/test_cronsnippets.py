@@ -114,8 +114,8 @@ def test_the_token_file_must_exist_and_be_the_owners_alone(tmp_path: Path) -> No
     assert token_file_warning(path, "LEGALLYMAIL_TOKEN") is None
 
 
-def test_the_docs_show_the_snippets_schedule_prints() -> None:
-    docs = (ROOT / "docs" / "scheduling.md").read_text(encoding="utf-8")
+def test_the_readme_shows_the_snippets_schedule_prints() -> None:
+    docs = (ROOT / "README.md").read_text(encoding="utf-8")
     spec = load_job(ROOT / "jobs" / "rent.yaml").spec.schedule
     assert spec is not None
     where = Path("/path/to/jobs/rent.yaml")
