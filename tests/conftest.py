@@ -37,14 +37,22 @@ TEST_TOKEN = "test-token"
 
 # Slow end-to-end tests in modules that do not (yet) carry the marker themselves; each should
 # move into its module as `@pytest.mark.slow` (or `pytestmark`) when that module is next edited.
-_SLOW_ELSEWHERE = (
+_SLOW_ELSEWHERE = (  # whole campaigns end to end, a browser, a subprocess demo: `make test` runs
     "test_exactly_once.py::",  # fault runs against a sandbox over loopback, whole module
-    "test_channels.py::test_sms_campaign_runs_tracks_and_reports",
-    "test_channels.py::test_signature_campaign_runs_tracks_and_downloads",
-    "test_channels.py::test_a_late_request_that_never_took_effect_is_proven_absent",
+    "test_channels_sms.py::test_sms_campaign_runs_tracks_and_reports",
+    "test_channels_signature.py::test_signature_campaign_runs_tracks_and_downloads",
+    "test_channels_signature.py::test_a_late_request_that_never_took_effect_is_proven_absent",
     "test_track.py::test_listing_spares_detail_calls",
     "test_track.py::test_tracking_while_the_campaign_is_still_sending",
-    "test_report.py::test_report_renders_in_chromium",
+    "test_report.py::test_report_reads_at_800_and_1280_px",
+    "test_progress.py::test_the_demo_under_a_pipe_ends_every_line_with_a_newline",
+    "test_init.py::test_the_scaffold_rehearses_as_is",
+    "test_rehearse.py::test_rehearse_prints_where_the_report_is",
+    "test_settings.py::test_the_demo_points_its_settings_at_the_sandbox",
+    "test_runner.py::test_personal_campaign_is_sent_once_and_recorded",
+    "test_runner.py::test_resume_after_stop_sends_nothing_twice",
+    "test_ledger.py::test_any_history_survives_reopening",
+    "test_scheduled_runs.py::test_three_years_of_firings_send_every_month_once_inside_its_window",
 )
 
 
