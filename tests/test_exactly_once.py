@@ -12,12 +12,11 @@ test_concurrent_runs.py.
 from __future__ import annotations
 
 import json
-import random
 import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,13 +25,21 @@ import httpx
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from helpers import done_code
+from helpers import (
+    Campaign,
+    accepted,
+    assert_exactly_once,
+    done_code,
+    email_campaign,
+    ledger_of,
+    signature_campaign,
+    sms_campaign,
+)
 
 from batch import errors
 from batch.cli import main
 from batch.client import LegallyMailClient
 from batch.jobfile import load_job
-from batch.ledger import read_ledger
 from batch.pacing import SlidingWindowLimiter
 from batch.runner import NullReporter, RunStats, RunSummary, run
 from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
@@ -44,181 +51,6 @@ SEEDS = [11, 23, 37]
 
 
 # --- campaigns ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipient:
-    """One row of a test campaign and what the sandbox must end up holding for it."""
-
-    key: str
-    address: str  # as the sandbox records it: e-mail, E.164 phone, or signer e-mail
-    subject: str  # e-mail subject, SMS text or signature document name
-    fails: bool = False  # an e-mail address the sandbox rejects (`fail*`): status failed
-
-
-@dataclass
-class Campaign:
-    """A job file on disk and the recipients it must reach."""
-
-    job_path: Path
-    channel: str
-    recipients: list[Recipient] = field(default_factory=list)
-
-    @property
-    def by_key(self) -> dict[str, Recipient]:
-        """The recipients by dataset key."""
-        return {r.key: r for r in self.recipients}
-
-
-def _write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    columns = list(rows[0])
-    lines = [",".join(columns)] + [",".join(r[c] for c in columns) for r in rows]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _job_text(campaign: str, channel: str, body: str, *, timeout: float, attempts: int) -> str:
-    return f"""campaign: {campaign}
-channel: {channel}
-dataset: {{path: people.csv, key: id}}
-{body}
-api: {{timeout_seconds: {timeout}}}
-limits: {{requests_per_window: 10, window_seconds: {WINDOW}, max_recipients_per_request: 10}}
-retry: {{attempts: {attempts}, max_backoff_seconds: 0.1}}
-output: out
-"""
-
-
-def email_campaign(
-    folder: Path,
-    *,
-    personal: int,
-    grouped: int,
-    seed: int,
-    name: str = "mail",
-    timeout: float = 5.0,
-    attempts: int = 5,
-) -> Campaign:
-    """`personal` one-off messages and `grouped` recipients in groups of 2..14 identical ones.
-
-    Groups above 10 are split into two requests of the same subject, which reconciliation
-    must tell apart by their recipient lists. Two addresses are `fail*` (rejected by the
-    sandbox), one personal and one inside a group.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = random.Random(seed)
-    topics: list[str] = []
-    group_no = 0
-    while len(topics) < grouped:
-        size = min(rng.randint(2, 14), grouped - len(topics))
-        topics += [f"Group {name} {group_no}"] * size
-        group_no += 1
-    topics += [""] * personal
-    rng.shuffle(topics)  # groups interleave with personal messages, as in real data
-    failing = {topics.index(""), next(i for i, t in enumerate(topics) if t)} if grouped else set()
-    rows, recipients = [], []
-    for i, topic in enumerate(topics):
-        key = f"K-{i:04d}"
-        local = f"fail-{name}{i}" if i in failing else f"{name}{i}"
-        subject = topic or f"Personal {name} {key}"
-        greeting = f"Notice for {topic}" if topic else f"Dear person {i} ({key})"
-        address = f"{local}@example.com"
-        rows.append({"id": key, "email": address, "subject": subject, "greeting": greeting})
-        recipients.append(Recipient(key, address, subject, fails=local.startswith("fail")))
-    _write_csv(folder / "people.csv", rows)
-    (folder / "notice.html").write_text("<p>{{ greeting }}</p>", encoding="utf-8")
-    body = (
-        'recipient: {email: "{{ email }}"}\nmessage: {subject: "{{ subject }}", html: notice.html}'
-    )
-    job = folder / "job.yaml"
-    job.write_text(
-        _job_text(name, "email", body, timeout=timeout, attempts=attempts), encoding="utf-8"
-    )
-    return Campaign(job, "email", recipients)
-
-
-def sms_campaign(
-    folder: Path, *, n: int, name: str = "sms", timeout: float = 5.0, attempts: int = 5
-) -> Campaign:
-    """`n` certified SMS to Spanish mobiles written without +34 (default_region ES)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows, recipients = [], []
-    for i in range(n):
-        key = f"S-{i:04d}"
-        phone = f"6123{i:05d}" if i != 4 else "612340000"  # ends in 0000: fails at tracking
-        text = f"Hola {i} su recibo {key} vence pronto."
-        rows.append({"id": key, "phone": phone, "text": text})
-        recipients.append(Recipient(key, f"+34{phone}", text))
-    _write_csv(folder / "people.csv", rows)
-    body = 'recipient: {phone: "{{ phone }}", default_region: ES}\nmessage: {text: "{{ text }}"}'
-    job = folder / "job.yaml"
-    job.write_text(_job_text(name, "sms", body, timeout=timeout, attempts=attempts), "utf-8")
-    return Campaign(job, "sms", recipients)
-
-
-def signature_campaign(
-    folder: Path, *, n: int, name: str = "sign", timeout: float = 5.0, attempts: int = 5
-) -> Campaign:
-    """`n` signature requests, one signer each, the same PDF under a per-row name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    shutil.copy(PDF, folder / "terms.pdf")
-    rows, recipients = [], []
-    for i in range(n):
-        key = f"G-{i:04d}"
-        address = f"signer{i}@example.com"
-        rows.append({"id": key, "name": f"Signer {i}", "email": address})
-        recipients.append(Recipient(key, address, f"Contract {key}.pdf"))
-    _write_csv(folder / "people.csv", rows)
-    body = (
-        'signers: [{name: "{{ name }}", email: "{{ email }}"}]\n'
-        'document: {path: terms.pdf, name: "Contract {{ id }}.pdf"}\n'
-        "language: en"
-    )
-    job = folder / "job.yaml"
-    job.write_text(_job_text(name, "signature", body, timeout=timeout, attempts=attempts), "utf-8")
-    return Campaign(job, "signature", recipients)
-
-
-# --- checks -------------------------------------------------------------------------------
-
-
-def ledger_of(campaign: Campaign) -> pl.DataFrame:
-    """The campaign's ledger as `lmbatch status` would read it."""
-    return read_ledger(load_job(campaign.job_path).output_dir)
-
-
-def accepted(sandbox: RunningSandbox, campaign: Campaign) -> list[dict[str, object]]:
-    """What the sandbox accepted for this campaign (one entry per recipient or signer)."""
-    subjects = {r.subject for r in campaign.recipients}
-    log = [e for e in sandbox.state.log() if e["channel"] == campaign.channel]
-    if campaign.channel == "sms":
-        return [e for e in log if e["message"] in subjects]
-    return [e for e in log if e["subject"] in subjects]
-
-
-def assert_exactly_once(sandbox: RunningSandbox, campaign: Campaign) -> pl.DataFrame:
-    """Nobody twice, nobody missing, each with its own message, ids equal to the sandbox's."""
-    log = accepted(sandbox, campaign)
-    times = Counter(str(e["recipient"]).lower() for e in log)
-    twice = sorted(a for a, n in times.items() if n > 1)
-    assert not twice, f"{len(twice)} recipient(s) sent more than once: {twice[:5]}"
-    wanted = {r.address.lower(): r for r in campaign.recipients}
-    lost = sorted(set(wanted) - set(times))
-    assert not lost, f"{len(lost)} recipient(s) never sent: {lost[:5]}"
-    assert set(times) == set(wanted), "the sandbox holds sends this campaign never asked for"
-    by_address = {str(e["recipient"]).lower(): e for e in log}
-    ledger = ledger_of(campaign)
-    assert sorted(ledger["key"].to_list()) == sorted(r.key for r in campaign.recipients)
-    for row in ledger.iter_rows(named=True):
-        recipient = campaign.by_key[row["key"]]
-        entry = by_address[recipient.address.lower()]
-        subject = entry["message"] if campaign.channel == "sms" else entry["subject"]
-        assert subject == recipient.subject, f"{row['key']} got another row's message"
-        expected = "failed" if recipient.fails else "sent"
-        assert row["status"] == expected, f"{row['key']}: {row['status']} ({row['error_details']})"
-        assert row["tracking_id"] == entry["tracking_id"], f"{row['key']}: tracking id differs"
-        if campaign.channel == "email":
-            assert row["parent_tracking_id"] == entry["parent_tracking_id"]
-    return ledger
 
 
 # --- running ------------------------------------------------------------------------------
