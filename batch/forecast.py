@@ -293,30 +293,53 @@ def _changed_sent(view: LedgerView, ok: pl.DataFrame, *, exclude: set[str]) -> i
     """Rows sent (and not about to be sent again) whose content or address the current render
     changes; rows recorded without their content are not counted.
 
-    Each side is reduced to key + one 64-bit digest of (content hash, address) before the join:
-    a 900k-row ledger is compared without holding its two text columns beside the dataset's.
+    Each side is reduced to key + one 64-bit digest of (content hash, address) before the join,
+    a key range at a time: the checkpoint is sorted by key, so each range decodes only its own
+    row groups, and a 900k-row ledger is compared without holding its text columns at once.
     """
     status = pl.col("status")
     digest = pl.struct("content_hash", "address").hash(seed=0)
-    now = ok.lazy().select(pl.col("key").cast(pl.String), __now=digest)
+    keys = ok["key"].cast(pl.String)
     if exclude:
-        now = now.filter(~pl.col("key").is_in(list(exclude)))
-    counted = view.query(
-        ["key", "status", "content_hash", "address"],
-        lambda f: (
-            f.filter(
-                ~status.is_in([*UNSENT, IN_DOUBT])
-                & status.is_not_null()
-                & pl.col("content_hash").is_not_null()
-                & (pl.col("content_hash") != "")
+        keep = ~keys.is_in(pl.Series(list(exclude), dtype=pl.String()).implode())
+        ok, keys = ok.filter(keep), keys.filter(keep)
+    if not keys.len():
+        return 0
+    ordered = keys.sort()
+    step = max(1, -(-ordered.len() // _RANGES))
+    bounds = [ordered[i] for i in range(0, ordered.len(), step)]
+    total = 0
+    for i, low in enumerate(bounds):
+        high = bounds[i + 1] if i + 1 < len(bounds) else None
+        key = pl.col("key")
+        in_range = (
+            key >= pl.lit(low) if high is None else (key >= pl.lit(low)) & (key < pl.lit(high))
+        )
+        now = ok.lazy().select(key.cast(pl.String), __now=digest).filter(in_range)
+
+        def changed(
+            frame: pl.LazyFrame, now: pl.LazyFrame = now, in_range: pl.Expr = in_range
+        ) -> pl.LazyFrame:
+            return (
+                frame.filter(in_range)
+                .filter(
+                    ~status.is_in([*UNSENT, IN_DOUBT])
+                    & status.is_not_null()
+                    & pl.col("content_hash").is_not_null()
+                    & (pl.col("content_hash") != "")
+                )
+                .select("key", __then=digest)
+                .join(now, on="key", how="inner")
+                .filter(pl.col("__then") != pl.col("__now"))
+                .select(pl.len())
             )
-            .select("key", __then=digest)
-            .join(now, on="key", how="inner")
-            .filter(pl.col("__then") != pl.col("__now"))
-            .select(pl.len())
-        ),
-    )
-    return int(counted.item())
+
+        counted = view.query(["key", "status", "content_hash", "address"], changed)
+        total += int(counted.item())
+    return total
+
+
+_RANGES = 16  # key ranges the versions check is done in (memory: a sixteenth at a time)
 
 
 def _key_problem(
