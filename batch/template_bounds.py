@@ -106,13 +106,18 @@ _SLICE = 4_096
 def bounded_concat(chunks: Iterable[str]) -> str:
     """`"".join` that stops once the output passes MAX_OUTPUT_CHARS (the environment's concat).
 
-    Chunks are taken a slice at a time and measured in C (`sum(map(len, …))`): a body of a
-    few dozen chunks costs one slice, and a runaway loop stops after one slice over the limit.
+    Chunks are taken a slice at a time: a body of a few dozen chunks is one slice, joined and
+    measured once; a runaway loop stops after one slice over the limit (measured in C,
+    `sum(map(len, …))`).
     """
     iterator = iter(chunks)
     parts = list(islice(iterator, _SLICE))
+    if len(parts) < _SLICE:  # the usual field: everything came in the first slice
+        text = "".join(parts)
+        charge(len(text))
+        return text
     total = sum(map(len, parts))
-    more = len(parts) == _SLICE
+    more = True
     while more and total <= MAX_OUTPUT_CHARS:
         part = list(islice(iterator, _SLICE))
         total += sum(map(len, part))
