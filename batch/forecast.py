@@ -258,14 +258,15 @@ def forecast(
     if blocked:
         sendable &= ~ok_keys.is_in(pl.Series(blocked, dtype=pl.String()).implode())
     to_send = ok.filter(sendable)
+    # Keys are unique on both sides: what the dataset holds of the ledger is a count, and the
+    # ledger's keys it lacks need a join only when there are some.
+    found = int(held.is_not_null().sum())
+    del held, sendable  # a status per row: not kept through the versions check's peak
 
     changed_sent = 0
     if versions or to_send.height:
         changed_sent = _changed_sent(view, ok, exclude=extra)
 
-    # Keys are unique on both sides: what the dataset holds of the ledger is a count, and the
-    # ledger's keys it lacks need a join only when there are some.
-    found = int(held.is_not_null().sum())
     all_keys = dataset_keys.cast(pl.String)
     if all_keys.len() > ok.height:  # invalid rows: keys too
         invalid = all_keys.filter(~all_keys.is_in(ok_keys.implode()))
