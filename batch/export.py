@@ -25,7 +25,6 @@ cell cannot say it. The channel adds its own times and notes (a signature's `sig
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import datetime, tzinfo
 from pathlib import Path
@@ -38,7 +37,7 @@ from batch.answers import json_object, utc
 from batch.channels import channel_for
 from batch.dataset import read_dataset
 from batch.errors import BatchError, InputError
-from batch.files import fsync_dir
+from batch.files import atomic_path
 from batch.jobmodel import Job
 from batch.ledger import BOUNCED, FAILED
 from batch.report import ledger_frame
@@ -135,22 +134,16 @@ def export_failed(job: Job, path: Path) -> tuple[Path, int]:
 
 
 def _write(frame: pl.DataFrame, target: Path, fmt: str) -> None:
-    """Write `frame` as `fmt` through a temp file; CSV cells neutralised, xlsx typed."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    """Write `frame` as `fmt` atomically (batch.files); CSV cells neutralised, xlsx typed."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if fmt == "csv":
-            neutralise(frame).write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S")
-        elif fmt == "parquet":
-            frame.write_parquet(tmp)
-        else:
-            _write_xlsx(frame, tmp)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-        fsync_dir(target.parent)
+        with atomic_path(target) as tmp:
+            if fmt == "csv":
+                neutralise(frame).write_csv(tmp, datetime_format="%Y-%m-%d %H:%M:%S")
+            elif fmt == "parquet":
+                frame.write_parquet(tmp)
+            else:
+                _write_xlsx(frame, tmp)
     except (OSError, pl.exceptions.PolarsError, xlsxwriter.exceptions.XlsxWriterException) as err:
-        tmp.unlink(missing_ok=True)
         raise BatchError(f"{target}: cannot write the export: {err}") from err
 
 
