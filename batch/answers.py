@@ -7,10 +7,13 @@ so every channel stores an answer the same way.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from batch.ledger import IN_DOUBT, PENDING, SENT, SKIPPED
+from batch.timeutil import as_utc
+
+utc = as_utc  # an aware UTC time; a naive one is taken as UTC
 
 Row = dict[str, Any]
 UNTRACKED = frozenset({PENDING, IN_DOUBT, SKIPPED})  # never sent (or not known to be)
@@ -76,8 +79,3 @@ def api_time(value: Any) -> datetime | None:
         except ValueError:
             return None
     return utc(parsed)
-
-
-def utc(value: datetime) -> datetime:
-    """An aware UTC time; a naive one is taken as UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

@@ -28,6 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter
 
+from batch import timeutil
 from batch.errors import InputError, JobFileError
 from batch.jobmodel import Period, ScheduleSpec
 
@@ -122,9 +123,7 @@ def period_label(wall: datetime, unit: Granularity) -> str:
 
 def as_utc(moment: datetime, name: str = "now") -> datetime:
     """`moment` in UTC; a naive datetime names no instant and is a ValueError."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}")
-    return moment.astimezone(UTC)
+    return timeutil.as_utc(moment, naive="refuse", name=name)
 
 
 def instant(wall: datetime, tz: ZoneInfo, *, last: bool = False) -> datetime:

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NamedTuple
 
 import polars as pl
+
+from batch.timeutil import as_utc
+from batch.timeutil import utcnow as utcnow
+
+to_utc = as_utc  # a naive datetime is taken to be UTC already
 
 # Statuses: pending, in_doubt, sent, failed, skipped, withdrawn; tracking adds delivered,
 # read, bounced and any other value the API returns (kept as data).
@@ -81,16 +86,6 @@ JSON_COLUMNS = frozenset(
 HOT_COLUMNS = ("key", "status", "attempts", "request_id")
 
 Row = dict[str, Any]
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-def to_utc(value: datetime) -> datetime:
-    """`value` in UTC; a naive datetime is taken to be UTC already."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def decode_json_cell(value: Any) -> Any:
