@@ -51,14 +51,14 @@ from batch.documents import sha256_file
 from batch.errors import BatchError, InputError
 from batch.files import fsync_dir
 from batch.jobmodel import Job
-from batch.ledger import read_ledger
+from batch.ledger import PARQUET_NAME, read_ledger
 from batch.templating import make_environments
 
 MANIFEST, MISSING, SUMS, LEDGER, REPORT = (
     "manifest.csv",
     "MISSING.txt",
     "SHA256SUMS",
-    "ledger.parquet",
+    PARQUET_NAME,
     "report.html",
 )
 _EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip entry can carry

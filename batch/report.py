@@ -26,7 +26,7 @@ from batch.files import write_atomic
 from batch.forecast import COLUMNS as FORECAST_COLUMNS
 from batch.forecast import Forecast, RunFlags, forecast
 from batch.jobmodel import Job
-from batch.ledger import FAILED, IN_DOUBT, PENDING, SKIPPED, has_history
+from batch.ledger import FAILED, IN_DOUBT, PARQUET_NAME, PENDING, SKIPPED, has_history
 from batch.lock import LockOwner, live_holder
 from batch.plan import eta_seconds
 from batch.report_data import PROBLEMS, CampaignReport, campaign_report, ledger_frame, local_time
@@ -122,7 +122,7 @@ def status(
     limits = job.spec.limits
     summary = StatusSummary(
         job.campaign,
-        job.output_dir / "ledger.parquet",
+        job.output_dir / PARQUET_NAME,
         counts,
         not_queued,
         failures,

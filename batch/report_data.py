@@ -25,13 +25,22 @@ from batch.channels import CHANNELS, channel_for
 from batch.channels.base import Evidence
 from batch.documents import FOLDER as DOCUMENTS
 from batch.jobmodel import Job
-from batch.ledger import FAILED, IN_DOUBT, PENDING, SENT, SKIPPED, read_ledger
+from batch.ledger import (
+    FAILED,
+    IN_DOUBT,
+    JOURNAL_NAME,
+    PARQUET_NAME,
+    PENDING,
+    SENT,
+    SKIPPED,
+    read_ledger,
+)
 
 
 def ledger_frame(job: Job) -> pl.DataFrame:
     """The campaign's ledger, or an empty frame when nothing was recorded yet."""
     folder = job.output_dir
-    if not (folder / "ledger.parquet").exists() and not (folder / "journal.jsonl").exists():
+    if not (folder / PARQUET_NAME).exists() and not (folder / JOURNAL_NAME).exists():
         return pl.DataFrame()
     return read_ledger(folder)
 

@@ -25,6 +25,7 @@ from batch.forecast import forecast
 from batch.jobmodel import Job
 from batch.ledger import (
     IN_DOUBT,
+    PARQUET_NAME,
     PENDING,
     SKIPPED,
     WITHDRAWN,
@@ -163,7 +164,7 @@ def run(
         counted = read_ledger(job.output_dir).group_by("status").len()
         counts = dict(zip(counted["status"].to_list(), counted["len"].to_list(), strict=True))
         return RunSummary(
-            job.campaign, job.output_dir / "ledger.parquet", counts, stats, cancelled=ended
+            job.campaign, job.output_dir / PARQUET_NAME, counts, stats, cancelled=ended
         )
     check_writable(job.output_dir)
     check_new_ledger(job, allow_new=options.new_campaign)
@@ -207,7 +208,7 @@ def run(
         counts = ledger.counts()
         summary = RunSummary(
             job.campaign,
-            job.output_dir / "ledger.parquet",
+            job.output_dir / PARQUET_NAME,
             counts,
             stats,
             stopped=stopped,
@@ -271,7 +272,7 @@ def _dry_run(
         counts[WITHDRAWN] = ahead.withdrawn
     return RunSummary(
         job.campaign,
-        folder / "ledger.parquet",
+        folder / PARQUET_NAME,
         counts,
         stats,
         dry_run=True,
