@@ -14,15 +14,11 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import httpx
-import polars as pl
 import pytest
 from click.testing import CliRunner
 from helpers import (
@@ -31,7 +27,11 @@ from helpers import (
     assert_exactly_once,
     done_code,
     email_campaign,
+    fault_sandbox,
+    figures,
+    in_doubt_keys,
     ledger_of,
+    resolve_by_hand,
     signature_campaign,
     sms_campaign,
 )
@@ -42,7 +42,7 @@ from batch.client import LegallyMailClient
 from batch.jobfile import load_job
 from batch.pacing import SlidingWindowLimiter
 from batch.runner import NullReporter, RunStats, RunSummary, run
-from batch.sandbox import RunningSandbox, SandboxConfig, running_sandbox
+from batch.sandbox import RunningSandbox, running_sandbox
 
 WINDOW = 0.5  # 10 requests per half second: the real limit, scaled 120×
 REPO = Path(__file__).resolve().parent.parent
@@ -83,11 +83,6 @@ def run_until_settled(campaign: Campaign, notes: Notes, *, most: int = 6) -> lis
     raise AssertionError(f"still not settled after {most} runs: {counts}")
 
 
-def figures(label: str, **values: object) -> None:
-    """One line of measurements, shown with `pytest -s` (and in the report)."""
-    print(f"\nFIGURES {label}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
-
-
 @pytest.fixture
 def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[pytest.MonkeyPatch]:
     """A host-wide limiter state of this test's own; the API env set by `point_at`."""
@@ -99,19 +94,6 @@ def point_at(monkeypatch: pytest.MonkeyPatch, sandbox: RunningSandbox) -> None:
     """Point LEGALLYMAIL_BASE_URL and LEGALLYMAIL_TOKEN at `sandbox`."""
     monkeypatch.setenv("LEGALLYMAIL_BASE_URL", sandbox.base_url)
     monkeypatch.setenv("LEGALLYMAIL_TOKEN", sandbox.token)
-
-
-def fault_sandbox(**overrides: Any) -> SandboxConfig:
-    """A sandbox scaled to WINDOW, with fast status progression."""
-    config = SandboxConfig(
-        rate_limit=10,
-        rate_window=WINDOW,
-        delivered_after=0.2,
-        read_after=0.4,
-        slow_seconds=0.6,
-        burst_length=2,
-    )
-    return replace(config, **overrides)
 
 
 FAULTS = {"error_500": 0.05, "lost_response": 0.07, "slow": 0.04, "burst_429": 0.02}
@@ -155,26 +137,6 @@ def test_email_campaign_under_every_fault_is_sent_exactly_once(
             losses=0,
             seconds=round(time.monotonic() - started, 1),
         )
-
-
-def in_doubt_keys(campaign: Campaign) -> list[str]:
-    """The keys the ledger holds in doubt."""
-    return sorted(ledger_of(campaign).filter(pl.col("status") == "in_doubt")["key"].to_list())
-
-
-def resolve_by_hand(sandbox: RunningSandbox, campaign: Campaign, keys: list[str]) -> Counter[str]:
-    """Do what the operator does: look each key up in the panel, then `lmbatch resolve` it."""
-    log = {str(e["recipient"]).lower(): e for e in accepted(sandbox, campaign)}
-    verdicts: Counter[str] = Counter()
-    for key in keys:
-        entry = log.get(campaign.by_key[key].address.lower())
-        args = ["resolve", str(campaign.job_path), key]
-        args += ["--sent", "--tracking-id", str(entry["tracking_id"])] if entry else ["--not-sent"]
-        result = CliRunner().invoke(main, args)
-        assert result.exit_code == 0, result.output
-        assert "1 row(s) recorded as" in result.output
-        verdicts["sent" if entry else "not-sent"] += 1
-    return verdicts
 
 
 @pytest.mark.parametrize("seed", SEEDS)
