@@ -134,6 +134,22 @@ def test_checkpoint_is_plain_parquet_with_utc_timestamps(
     assert (a["delivered_at"], a["final"], a["opened"]) == (T0, True, 2)
 
 
+def test_checkpoint_row_groups_are_bounded(
+    open_ledger: Callable[..., Ledger], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reading and rewriting a checkpoint decodes a row group at a time: their size bounds
+    the closing checkpoint's memory (issue 11), so a checkpoint never writes larger ones."""
+    monkeypatch.setattr(journal_module, "ROW_GROUP_ROWS", 100, raising=False)
+    ledger = open_ledger()
+    ledger.queue(rows(*(f"k{i:04d}" for i in range(250))))
+    ledger.close()
+
+    metadata = pq.ParquetFile(ledger.path).metadata
+    sizes = [metadata.row_group(i).num_rows for i in range(metadata.num_row_groups)]
+    assert sum(sizes) == 250
+    assert max(sizes) <= 100
+
+
 def test_fresh_ledger_closes_to_an_empty_parquet(open_ledger: Callable[..., Ledger]) -> None:
     ledger = open_ledger()
     ledger.close()
