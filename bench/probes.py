@@ -99,6 +99,15 @@ def journal(folder: str, sends: int) -> dict[str, Any]:
 
 
 def _rss_mb() -> float:
+    """This process's peak RSS so far: the kernel's high-water mark of its own memory.
+
+    Not `ru_maxrss`: Linux carries that across exec from the process that spawned us, so a
+    probe started by a bench that had just generated its data reported the bench's 848 MB.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
