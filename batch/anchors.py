@@ -23,16 +23,24 @@ def anchor_in(request_id: str) -> str | None:
     return request_id.partition("~")[2] or None
 
 
-def newest_parent(frame: pl.DataFrame) -> str | None:
+def newest_parent(frame: pl.LazyFrame) -> pl.LazyFrame:
     """The campaign's newest recorded send: the id the API gave it (its parent tracking id).
 
     That is the e-mail group's tracking id, or the SMS or signature request's uuid, of the
     row with the latest `sent_at`; rows settled by hand without a send time do not count.
+    A query over the ledger's `parent_tracking_id` and `sent_at` (`Ledger.query`), so that
+    only the newest row is ever held; its one row (none: no send yet) goes to `anchor_of`.
     """
-    sent = frame.filter(
-        pl.col("parent_tracking_id").is_not_null() & pl.col("sent_at").is_not_null()
+    return (
+        frame.filter(pl.col("parent_tracking_id").is_not_null() & pl.col("sent_at").is_not_null())
+        .top_k(1, by=["sent_at", "key"])
+        .select("parent_tracking_id")
     )
-    if sent.is_empty():
+
+
+def anchor_of(newest: pl.DataFrame) -> str | None:
+    """The anchor `newest_parent`'s answer names, if any."""
+    if newest.is_empty():
         return None
-    value = sent.sort("sent_at").tail(1)["parent_tracking_id"][0]
+    value = newest["parent_tracking_id"][0]
     return str(value) if value else None

@@ -27,7 +27,7 @@ from typing import Any
 import polars as pl
 
 from batch import errors
-from batch.anchors import newest_parent, request_id
+from batch.anchors import anchor_of, newest_parent, request_id
 from batch.attachments import DOCUMENTS
 from batch.channels import channel_for
 from batch.client import LegallyMailClient
@@ -119,7 +119,7 @@ class Sender:
             server_clock=self.server_clock,
             registry=self.registry,
         )
-        self.anchor: str | None = newest_parent(ledger.frame("parent_tracking_id", "sent_at"))
+        self.anchor = anchor_of(ledger.query(["parent_tracking_id", "sent_at"], newest_parent))
         self.anchor_checked = self.anchor is not None or not self.channel.anchored
         self.wait: Callable[[float], None] = wait or StopClock(stop).sleep
         schedule = job.spec.schedule
