@@ -225,6 +225,8 @@ def forecast(
         if keys.len()
         else pl.DataFrame(schema=_LEDGER_SCHEMA)
     )
+    # The few rows a rule acts on, found among the dataset's (not a join of every key).
+    cand = cand.filter(pl.col("key").is_in(special["key"].implode()))
     joined = cand.join(special, on="key", how="inner", suffix="_led")
 
     requeue = joined.filter(
@@ -250,22 +252,21 @@ def forecast(
             bounced_retry[key] = address
 
     extra = set(requeue) | set(bounced_retry)
-    # One binary search per row in the ledger's index (as `Ledger.plan`): no hash table.
-    held = view.status_of(ok_keys)
-    sendable = held.is_null() | (held == PENDING)
+    # One binary search per row in the ledger's index (as `Ledger.plan`): no hash table; a
+    # slice of the keys at a time, so only one slice's statuses are ever held.
+    sendable, found = _sendable(view, ok_keys)
     if extra:
         sendable |= ok_keys.is_in(pl.Series(list(extra), dtype=pl.String()).implode())
     if blocked:
         sendable &= ~ok_keys.is_in(pl.Series(blocked, dtype=pl.String()).implode())
     to_send = ok.filter(sendable)
-    # Keys are unique on both sides: what the dataset holds of the ledger is a count, and the
-    # ledger's keys it lacks need a join only when there are some.
-    found = int(held.is_not_null().sum())
-    del held, sendable  # a status per row: not kept through the versions check's peak
+    del sendable
+    # Keys are unique on both sides: what the dataset holds of the ledger is a count (`found`),
+    # and the ledger's keys it lacks need a join only when there are some.
 
     changed_sent = 0
     if versions or to_send.height:
-        changed_sent = _changed_sent(view, ok, exclude=extra)
+        changed_sent = _changed_sent(view, ok, hot["key"], exclude=extra)
 
     all_keys = dataset_keys.cast(pl.String)
     if all_keys.len() > ok.height:  # invalid rows: keys too
@@ -290,13 +291,31 @@ def forecast(
     )
 
 
-def _changed_sent(view: LedgerView, ok: pl.DataFrame, *, exclude: set[str]) -> int:
+def _sendable(view: LedgerView, keys: pl.Series) -> tuple[pl.Series, int]:
+    """Per key: whether the ledger lacks it or holds it pending; and how many it holds."""
+    parts, found = [], 0
+    for start in range(0, keys.len(), _SLICE):
+        held = view.status_of(keys.slice(start, _SLICE))
+        parts.append(held.is_null() | (held == PENDING))
+        found += int(held.is_not_null().sum())
+    if not parts:
+        return pl.Series(values=[], dtype=pl.Boolean()), 0
+    return pl.concat(parts), found
+
+
+_SLICE = 131_072  # dataset keys looked up at once
+
+
+def _changed_sent(
+    view: LedgerView, ok: pl.DataFrame, ledger_keys: pl.Series, *, exclude: set[str]
+) -> int:
     """Rows sent (and not about to be sent again) whose content or address the current render
     changes; rows recorded without their content are not counted.
 
     Each side is reduced to key + one 64-bit digest of (content hash, address) before the join,
     a key range at a time: the checkpoint is sorted by key, so each range decodes only its own
     row groups, and a 900k-row ledger is compared without holding its text columns at once.
+    The ranges are cut at every n-th of `ledger_keys` (the ledger's keys, sorted).
     """
     status = pl.col("status")
     digest = pl.struct("content_hash", "address").hash(seed=0)
@@ -304,11 +323,13 @@ def _changed_sent(view: LedgerView, ok: pl.DataFrame, *, exclude: set[str]) -> i
     if exclude:
         keep = ~keys.is_in(pl.Series(list(exclude), dtype=pl.String()).implode())
         ok, keys = ok.filter(keep), keys.filter(keep)
-    if not keys.len():
+    if not keys.len() or not ledger_keys.len():
         return 0
-    ordered = keys.sort()
-    step = max(1, -(-ordered.len() // _RANGES))
-    bounds = [ordered[i] for i in range(0, ordered.len(), step)]
+    if not ledger_keys.is_sorted():  # a frame handed in by a caller (FrameView)
+        ledger_keys = ledger_keys.sort()
+    # A dataset key below the ledger's first is in no range, and in no ledger row either.
+    step = max(1, -(-ledger_keys.len() // _RANGES))
+    bounds = [ledger_keys[i] for i in range(0, ledger_keys.len(), step)]
     total = 0
     for i, low in enumerate(bounds):
         high = bounds[i + 1] if i + 1 < len(bounds) else None
