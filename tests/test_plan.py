@@ -76,6 +76,37 @@ def test_grouping_invariants(
         assert len({e.address.lower() for e in batch.entries}) == len(batch.entries)
 
 
+def model(rows: list[tuple[str, str, str]], limit: int) -> list[list[str]]:
+    """The requests row by row: the k-th time an address meets a content it goes to that
+    content's k-th layer; each layer is cut into requests of `limit`; ordered by first row."""
+    layers: dict[tuple[str, str], int] = {}
+    filled: dict[tuple[str, int], int] = {}
+    requests: dict[tuple[str, int, int], list[str]] = {}
+    for key, address, content in rows:
+        layer = layers.get((content, address.lower()), 0)
+        layers[(content, address.lower())] = layer + 1
+        chunk = filled.get((content, layer), 0) // limit
+        filled[(content, layer)] = filled.get((content, layer), 0) + 1
+        requests.setdefault((content, layer, chunk), []).append(key)
+    return list(requests.values())  # dicts keep insertion order: by each request's first row
+
+
+@given(
+    contents=st.lists(st.sampled_from("ABCDEFGHIJKLMNOPQRST"), max_size=80),
+    addresses=st.lists(st.integers(0, 15), max_size=80),
+    limit=st.integers(1, 12),
+)
+def test_grouping_is_the_layering_rule(
+    contents: list[str], addresses: list[int], limit: int
+) -> None:
+    """Messages sent to one recipient only (most of them, in a personal campaign) and shared
+    ones, mixed: the same requests, in the same order, as the rule computed row by row."""
+    n = min(len(contents), len(addresses))
+    rows = [(f"k{i}", f"u{addresses[i]}@example.com", contents[i]) for i in range(n)]
+    batches = group(pending(rows), max_recipients=limit, grouping=True)
+    assert [b.keys for b in batches] == model(rows, limit)
+
+
 @pytest.mark.parametrize(
     ("requests", "expected"),
     [(0, 0.0), (1, 0.0), (10, 0.0), (11, 60.0), (500, 2940.0)],
