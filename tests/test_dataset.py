@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import xlsxwriter
 
-from batch.dataset import read_dataset
+from batch.dataset import load_dataset, read_dataset
 from batch.errors import DatasetError, JobFileError
 from batch.formats import parse_date, parse_number
 from batch.jobfile import Job, load_job
@@ -122,6 +122,22 @@ def test_where_filters_rows_and_keeps_file_rows(job_dir: Path) -> None:
     frame = read_dataset(csv_job(job_dir, content, ", where: \"status = 'active'\""))
     assert frame["id"].to_list() == ["1", "3"]
     assert frame["__row__"].to_list() == [2, 4]
+
+
+def test_where_says_how_many_rows_it_kept(job_dir: Path) -> None:
+    content = b"id,status\n1,active\n2,inactive\n3,active\n"
+    loaded = load_dataset(csv_job(job_dir, content, ", where: \"status = 'active'\""))
+    assert loaded.notes == [f"where: kept 2 of 3 row(s) of {job_dir / 'd.csv'}"]
+
+
+def test_a_where_that_keeps_no_row_says_so(job_dir: Path) -> None:
+    """A typo in `where` (`'activ'`) must not pass for a month with nobody to notify."""
+    content = b"id,status\n1,active\n2,inactive\n"
+    loaded = load_dataset(csv_job(job_dir, content, ", where: \"status = 'activ'\""))
+    assert loaded.frame.height == 0
+    assert loaded.notes == [
+        f"where: no row of the 2 in {job_dir / 'd.csv'} matches status = 'activ'; nothing to send"
+    ]
 
 
 def test_bad_where_is_a_job_file_error(job_dir: Path) -> None:

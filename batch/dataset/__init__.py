@@ -70,6 +70,14 @@ class Dataset:
     notes: list[str] = field(default_factory=list)  # e.g. "delimiter: auto picked ';'"
 
 
+def _where_note(where: str, shown: str, read: int, kept: int) -> str:
+    """What `where` did: a filter that keeps nothing is said as such (a typo, or a month with
+    nobody due: the operator tells which), not left to show as "0 rows valid"."""
+    if kept:
+        return f"where: kept {kept} of {read} row(s) of {shown}"
+    return f"where: no row of the {read} in {shown} matches {where}; nothing to send"
+
+
 def read_dataset(job: Job) -> pl.DataFrame:
     """Read the job's dataset, apply `where`, add `__row__` and `__key__`; keys are unique."""
     return load_dataset(job).frame
@@ -112,7 +120,9 @@ def load_dataset(job: Job) -> Dataset:
             kept = apply_where(canonical(frame, spec.decimal, spec.date_format), spec.where)
         except ValueError as err:
             raise JobFileError(str(err), path=str(job.path), key="dataset.where") from err
+        read = frame.height
         frame = frame.filter(pl.col("__row__").is_in(kept["__row__"].implode()))
+        notes.append(_where_note(spec.where, shown, read, frame.height))
     try:
         frame, problems, hint = _with_keys(frame, job, shown)
     except DatasetError as err:  # e.g. no key column: said together with the broken lines
