@@ -92,6 +92,10 @@ class RateLimiter(Protocol):
         """Seconds until a request could start (0.0: now)."""
         ...
 
+    def wait_free(self) -> None:
+        """Wait, on the limiter's clock, until a request could start; take no slot."""
+        ...
+
     def used(self) -> int:
         """Requests that still count against the current window."""
         ...
@@ -186,6 +190,11 @@ class SlidingWindowLimiter:
         """Seconds until a request could start (0.0: now)."""
         with self._lock:
             return self._wait(self.clock.now())
+
+    def wait_free(self) -> None:
+        """Wait until a request could start; take no slot."""
+        while (wait := self.next_free_in()) > 0:
+            self.clock.sleep(wait)
 
     def used(self) -> int:
         """Requests that still count against the current window (in flight included)."""
@@ -434,6 +443,11 @@ class HostLimiter:
             return _room_wait(
                 self._expiries(state, now), now, self.limit, state.penalty_until, 0, self._poll
             )
+
+    def wait_free(self) -> None:
+        """Wait until a request could start (processes queued before us aside); no slot."""
+        while (wait := self.next_free_in()) > 0:
+            self.clock.sleep(wait)
 
     def used(self) -> int:
         """Requests of all processes that still count against the current window."""

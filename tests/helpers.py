@@ -6,6 +6,7 @@ helpers without breaking another suite.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -297,3 +298,25 @@ def start_run(campaign: Campaign, env: dict[str, str], logs: Path) -> subprocess
 def done_code(campaign: Campaign) -> int:
     """The exit code of a run that finished `campaign`: 5 when some recipient was refused."""
     return EXIT_PROBLEMS if any(r.fails for r in campaign.recipients) else EXIT_OK
+
+
+class Unlimited:
+    """A rate limiter that never waits: for tests about answers, not pacing."""
+
+    requests = 0
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        yield
+
+    def penalize(self) -> None:
+        return None
+
+    def next_free_in(self) -> float:
+        return 0.0
+
+    def wait_free(self) -> None:
+        return None
+
+    def used(self) -> int:
+        return 0

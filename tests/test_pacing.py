@@ -187,6 +187,23 @@ def test_an_in_flight_request_keeps_its_slot(clock: FakeClock) -> None:
     assert (limiter.used(), limiter.next_free_in()) == (0, 0.0)
 
 
+@pytest.mark.parametrize("kind", ["local", "host"])
+def test_wait_free_waits_for_room_and_takes_no_slot(
+    kind: str, clock: FakeClock, host: Callable[..., HostLimiter]
+) -> None:
+    """What the sender waits on before it writes an intent: the next slot's time, exactly."""
+    limiter: Limiter = SlidingWindowLimiter(1, 10.0, clock) if kind == "local" else host(limit=1)
+    limiter.wait_free()
+    assert clock.sleeps == []  # room now: no wait
+    run(limiter, clock, [2.0])  # one request, 2 s on the wire: the next may start at 12
+    limiter.wait_free()
+    assert clock.sleeps == [10.0] and clock.now() == 12.0
+    assert limiter.used() == 0 and limiter.requests == 1  # waited, took nothing
+    with limiter.slot():  # the request that follows starts without waiting again
+        pass
+    assert clock.sleeps == [10.0]
+
+
 def test_penalize_treats_the_window_as_full(clock: FakeClock) -> None:
     limiter = SlidingWindowLimiter(10, 60.0, clock)
     with limiter.slot():
@@ -427,6 +444,7 @@ class Recorded:
     def __init__(self, inner):
         self.inner, self.requests = inner, 0
         self.penalize, self.used, self.next_free_in = inner.penalize, inner.used, inner.next_free_in
+        self.wait_free = inner.wait_free
 
     @contextlib.contextmanager
     def slot(self):

@@ -6,7 +6,6 @@ httpx.MockTransport, so the real client parses them; nothing is sent anywhere.
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 import polars as pl
 import pytest
+from helpers import Unlimited
 
 from batch.client import LegallyMailClient
 from batch.errors import InputError
@@ -39,23 +39,6 @@ from batch.server_clock import ServerClock
 
 BASE = "https://legallymail.test"
 SUBJECT = "Notice C-1001"
-
-
-class _Unlimited:
-    """A rate limiter that never waits: these tests are about answers, not pacing."""
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        yield
-
-    def penalize(self) -> None:
-        return None
-
-    def next_free_in(self) -> float:
-        return 0.0
-
-    def used(self) -> int:
-        return 0
 
 
 class Api:
@@ -101,7 +84,7 @@ def client(api: Api) -> Iterator[LegallyMailClient]:
     with LegallyMailClient(
         BASE,
         "token-123",
-        limiter=_Unlimited(),
+        limiter=Unlimited(),
         transport=httpx.MockTransport(api),
         attempts=1,
         sleep=lambda _: None,

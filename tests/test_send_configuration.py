@@ -7,15 +7,14 @@ stop (exit 1) with the rows pending, and never follow a redirect with a send.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import polars as pl
 import pytest
 from click.testing import CliRunner
-from helpers import email_campaign, fault_sandbox, ledger_of, sms_campaign
+from helpers import Unlimited, email_campaign, fault_sandbox, ledger_of, sms_campaign
 
 from batch import errors
 from batch.cli import main
@@ -23,23 +22,6 @@ from batch.client import LegallyMailClient
 from batch.jobfile import load_job
 from batch.runner import run
 from batch.sandbox import running_sandbox
-
-
-class _Unlimited:
-    """A rate limiter that never waits."""
-
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        yield
-
-    def penalize(self) -> None:
-        return None
-
-    def next_free_in(self) -> float:
-        return 0.0
-
-    def used(self) -> int:
-        return 0
 
 
 def proxy(send: httpx.Response) -> tuple[Callable[[httpx.Request], httpx.Response], list[str]]:
@@ -77,7 +59,7 @@ def test_a_send_answered_as_misconfigured_stops_the_run_with_every_row_pending(
     client = LegallyMailClient(
         "https://legallymail.test",
         "token-123",
-        limiter=_Unlimited(),
+        limiter=Unlimited(),
         transport=httpx.MockTransport(handle),
         sleep=lambda _: None,
     )
@@ -121,7 +103,7 @@ def test_a_404_on_a_look_up_still_means_an_unknown_id() -> None:
         LegallyMailClient(
             "https://legallymail.test",
             "token-123",
-            limiter=_Unlimited(),
+            limiter=Unlimited(),
             transport=httpx.MockTransport(handle),
             sleep=lambda _: None,
         ) as client,
