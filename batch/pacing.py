@@ -92,8 +92,8 @@ class RateLimiter(Protocol):
         """Seconds until a request could start (0.0: now)."""
         ...
 
-    def wait_free(self) -> None:
-        """Wait, on the limiter's clock, until a request could start; take no slot."""
+    def reserve(self) -> contextlib.AbstractContextManager[None]:
+        """Take a slot now for this thread's next `slot()`, which then starts at once."""
         ...
 
     def used(self) -> int:
@@ -146,19 +146,39 @@ class SlidingWindowLimiter:
         self._slots: list[_Slot] = []
         self._penalty_until = -math.inf
         self._lock = threading.Lock()  # threads may share one limiter; the clock sleeps unlocked
+        self._reserved = threading.local()  # `reserve()`'s slot, until `slot()` takes it
 
     def __repr__(self) -> str:
         return f"SlidingWindowLimiter(limit={self.limit}, window={self.window})"
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
-        """Wait for a free slot, then hold it for the duration of one request."""
-        slot = self._acquire()
+        """Wait for a free slot (or use this thread's reserved one), then hold it for the
+        duration of one request."""
+        slot = self._reserved.__dict__.pop("slot", None) or self._acquire()
         try:
             yield
         finally:
             with self._lock:
                 slot.end = self.clock.now()
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Wait for a free slot now and keep it for this thread's next `slot()`.
+
+        What must be on disk before a request leaves (the sender's intent) is written once
+        the request may go: a process killed while it waits has recorded nothing. A reserved
+        slot counts from now, a little before its request starts (the safe side); one that no
+        request used by the end of the block is completed then.
+        """
+        slot = self._acquire()
+        self._reserved.slot = slot
+        try:
+            yield
+        finally:
+            if self._reserved.__dict__.pop("slot", None) is slot:
+                with self._lock:
+                    slot.end = self.clock.now()
 
     def _acquire(self) -> _Slot:
         while True:
@@ -190,11 +210,6 @@ class SlidingWindowLimiter:
         """Seconds until a request could start (0.0: now)."""
         with self._lock:
             return self._wait(self.clock.now())
-
-    def wait_free(self) -> None:
-        """Wait until a request could start; take no slot."""
-        while (wait := self.next_free_in()) > 0:
-            self.clock.sleep(wait)
 
     def used(self) -> int:
         """Requests that still count against the current window (in flight included)."""
@@ -310,6 +325,7 @@ class HostLimiter:
         self.path = state_dir / f"ratelimit-{safe_key}.json"
         self._boot = _boot_id()
         self._poll = min(self.window / 10, 0.1)
+        self._reserved = threading.local()  # `reserve()`'s slot id, until `slot()` takes it
 
     def __repr__(self) -> str:
         return f"HostLimiter(limit={self.limit}, window={self.window}, path={str(self.path)!r})"
@@ -379,12 +395,25 @@ class HostLimiter:
 
     @contextlib.contextmanager
     def slot(self) -> Iterator[None]:
-        """Wait for a free slot (in turn with other processes), then hold it for one request."""
-        slot_id = self._acquire()
+        """Wait for a free slot (in turn with other processes), or use this thread's reserved
+        one, then hold it for one request."""
+        slot_id = self._reserved.__dict__.pop("slot", None) or self._acquire()
         try:
             yield
         finally:
             self._complete(slot_id)
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Wait for a free slot now (in turn) and keep it for this thread's next `slot()`;
+        see SlidingWindowLimiter.reserve."""
+        slot_id = self._acquire()
+        self._reserved.slot = slot_id
+        try:
+            yield
+        finally:
+            if self._reserved.__dict__.pop("slot", None) == slot_id:
+                self._complete(slot_id)
 
     def _acquire(self) -> str:
         pid = os.getpid()  # at call time: the limiter may have crossed a fork
@@ -443,11 +472,6 @@ class HostLimiter:
             return _room_wait(
                 self._expiries(state, now), now, self.limit, state.penalty_until, 0, self._poll
             )
-
-    def wait_free(self) -> None:
-        """Wait until a request could start (processes queued before us aside); no slot."""
-        while (wait := self.next_free_in()) > 0:
-            self.clock.sleep(wait)
 
     def used(self) -> int:
         """Requests of all processes that still count against the current window."""

@@ -315,8 +315,9 @@ class Unlimited:
     def next_free_in(self) -> float:
         return 0.0
 
-    def wait_free(self) -> None:
-        return None
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        yield
 
     def used(self) -> int:
         return 0

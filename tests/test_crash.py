@@ -20,16 +20,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from contextlib import ExitStack
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import polars as pl
 import pytest
 from click.testing import CliRunner
 from helpers import (
     DEADLINE,
-    WINDOW,
     Campaign,
     accepted,
     assert_exactly_once,
@@ -48,7 +45,6 @@ from helpers import (
 
 from batch import errors
 from batch.cli import main
-from batch.pacing import HostLimiter
 from batch.sandbox import RunningSandbox, running_sandbox
 
 pytestmark = pytest.mark.slow  # end to end: child processes killed and resumed
@@ -298,11 +294,13 @@ def test_credits_running_out_mid_run_stop_cleanly_and_resume(tmp_path: Path) -> 
 
 
 def test_a_crash_before_the_first_request_left_is_settled_on_a_busy_account(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
     # The account already holds 30 e-mails of other campaigns, more than the listing shows.
-    # The child writes its first intent and is killed while it waits for a rate-limit slot,
-    # so the request never leaves. The next run must prove it absent and send it.
+    # The first send is refused with a 429 (surely not processed): the child, its intent
+    # written, waits out the penalty before trying again and is killed there, so the request
+    # never left. The next run must prove it absent and send it. (Waiting for a first slot
+    # happens before the intent: a kill there leaves nothing in doubt, test_runner.)
     campaign = email_campaign(tmp_path / "job", personal=5, grouped=10, seed=9)
     with running_sandbox(fault_sandbox(rate_limit=100)) as sandbox:
         with sandbox.client() as other:
@@ -310,16 +308,16 @@ def test_a_crash_before_the_first_request_left_is_settled_on_a_busy_account(
                 mail = {"to": f"other{i}@example.com", "subject": "Other", "message": "x"}
                 assert other.post("/api/send", json=mail).status_code == 200
         env = child_env(sandbox, tmp_path / "state")
-        monkeypatch.setenv("LMBATCH_STATE_DIR", env["LMBATCH_STATE_DIR"])
-        key = urlsplit(sandbox.base_url).netloc.replace(":", "_")
-        busy = HostLimiter(10, WINDOW, key=key, state_dir=tmp_path / "state")
         logs = tmp_path / "logs"
-        with ExitStack() as held:
-            for _ in range(8):  # another process's requests in flight: 2 slots left
-                held.enter_context(busy.slot())
-            child = start_run(campaign, env, logs)
-            assert wait_until(lambda: bool(in_doubt_keys_or_none(campaign)), child)
-            kill(child)
+        sandbox.state.faults.force("burst_429")
+        child = start_run(campaign, env, logs)
+
+        def refused_and_waiting() -> bool:
+            refused = sandbox.state.request_count(status=429) >= 1
+            return refused and bool(in_doubt_keys_or_none(campaign))
+
+        assert wait_until(refused_and_waiting, child)
+        kill(child)
         assert recorded(sandbox, "email") == 30, "the first request left before the kill"
         assert in_doubt_keys(campaign)
         code, output = finish(campaign, env, logs)

@@ -188,18 +188,32 @@ def test_an_in_flight_request_keeps_its_slot(clock: FakeClock) -> None:
 
 
 @pytest.mark.parametrize("kind", ["local", "host"])
-def test_wait_free_waits_for_room_and_takes_no_slot(
+def test_a_reserved_slot_is_the_next_requests_and_it_starts_at_once(
     kind: str, clock: FakeClock, host: Callable[..., HostLimiter]
 ) -> None:
-    """What the sender waits on before it writes an intent: the next slot's time, exactly."""
+    """What the sender holds while it writes an intent: the slot its request then uses."""
     limiter: Limiter = SlidingWindowLimiter(1, 10.0, clock) if kind == "local" else host(limit=1)
-    limiter.wait_free()
-    assert clock.sleeps == []  # room now: no wait
     run(limiter, clock, [2.0])  # one request, 2 s on the wire: the next may start at 12
-    limiter.wait_free()
-    assert clock.sleeps == [10.0] and clock.now() == 12.0
-    assert limiter.used() == 0 and limiter.requests == 1  # waited, took nothing
-    with limiter.slot():  # the request that follows starts without waiting again
+    with limiter.reserve():
+        assert clock.sleeps == [10.0] and clock.now() == 12.0
+        assert limiter.used() == 1  # held from now: nobody else takes it
+        with limiter.slot():  # the request: no second wait, no second slot
+            clock.advance(1.0)
+        assert limiter.used() == 1 and limiter.requests == 2
+    assert clock.sleeps == [10.0]
+    assert limiter.next_free_in() == 10.0  # counted to the request's completion, at 13
+
+
+@pytest.mark.parametrize("kind", ["local", "host"])
+def test_a_reserved_slot_no_request_used_is_completed_when_the_block_ends(
+    kind: str, clock: FakeClock, host: Callable[..., HostLimiter]
+) -> None:
+    limiter: Limiter = SlidingWindowLimiter(1, 10.0, clock) if kind == "local" else host(limit=1)
+    with pytest.raises(RuntimeError), limiter.reserve():
+        clock.advance(1.0)
+        raise RuntimeError("the intent could not be written")
+    assert limiter.next_free_in() == 10.0  # it counts, to the end of the block, at 1
+    with limiter.slot():  # and it is not left behind for a later request to skip its wait
         pass
     assert clock.sleeps == [10.0]
 
@@ -444,7 +458,7 @@ class Recorded:
     def __init__(self, inner):
         self.inner, self.requests = inner, 0
         self.penalize, self.used, self.next_free_in = inner.penalize, inner.used, inner.next_free_in
-        self.wait_free = inner.wait_free
+        self.reserve = inner.reserve
 
     @contextlib.contextmanager
     def slot(self):
