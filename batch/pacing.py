@@ -6,7 +6,9 @@ window. A request reached the server somewhere between its start and its complet
 spacing starts by completion + window means the server, whether it counts in fixed or sliding
 windows, never sees more than `limit` arrivals in one window, whatever the network latency.
 In-flight requests stay active until they complete. `penalize()` after a 429 (another client
-on our IP) treats the window as full for one window.
+on our IP) treats the window as full for one window. `reserve()` takes the next slot ahead of
+its request, so that the sender writes its intent only once the request may go (a kill while
+waiting then leaves nothing in doubt); that thread's next `slot()` uses it without waiting.
 
 `SlidingWindowLimiter` paces one process; `HostLimiter` shares the same budget between all
 lmbatch processes of one host through a flock-guarded JSON file, with FIFO order between the
