@@ -53,6 +53,11 @@ _SLOW_ELSEWHERE = (  # whole campaigns end to end, a browser, a subprocess demo:
     "test_runner.py::test_resume_after_stop_sends_nothing_twice",
     "test_ledger.py::test_any_history_survives_reopening",
     "test_scheduled_runs.py::test_three_years_of_firings_send_every_month_once_inside_its_window",
+    "test_report.py::test_report_renders_in_chromium",
+    "test_channels_signature.py::test_signers_from_a_list_template",
+    "test_documents_e2e.py::test_an_email_campaign_sends_each_row_its_own_generated_letter",
+    "test_documents.py::test_two_processes_render_byte_identical_pdfs",
+    "test_sandbox_api.py::test_concurrent_sends_and_log_reads_stay_consistent",
 )
 
 
