@@ -35,7 +35,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from batch import errors
 
@@ -130,13 +130,56 @@ def _check_limits(limit: int, window: float) -> None:
         raise ValueError(f"window must be a positive number of seconds, got {window}")
 
 
+_Held = TypeVar("_Held")
+
+
+class _Reserving(Generic[_Held]):
+    """`slot()` and `reserve()` over a limiter's own `_acquire` (wait, then take a slot) and
+    `_release` (the request completed): one implementation for both limiters."""
+
+    _reserved: threading.local  # `reserve()`'s slot, per thread, until `slot()` takes it
+
+    def _acquire(self) -> _Held:
+        raise NotImplementedError
+
+    def _release(self, held: _Held) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def slot(self) -> Iterator[None]:
+        """Wait for a free slot (or use this thread's reserved one), then hold it for the
+        duration of one request."""
+        held = self._reserved.__dict__.pop("slot", None) or self._acquire()
+        try:
+            yield
+        finally:
+            self._release(held)
+
+    @contextlib.contextmanager
+    def reserve(self) -> Iterator[None]:
+        """Wait for a free slot now and keep it for this thread's next `slot()`.
+
+        What must be on disk before a request leaves (the sender's intent) is written once
+        the request may go: a process killed while it waits has recorded nothing. A reserved
+        slot counts from now, a little before its request starts (the safe side); one that no
+        request used by the end of the block is completed then.
+        """
+        held = self._acquire()
+        self._reserved.slot = held
+        try:
+            yield
+        finally:
+            if self._reserved.__dict__.pop("slot", None) is held:
+                self._release(held)
+
+
 @dataclass
 class _Slot:
     start: float
     end: float | None = None  # None while the request is in flight
 
 
-class SlidingWindowLimiter:
+class SlidingWindowLimiter(_Reserving[_Slot]):
     """At most `limit` request starts per sliding `window`, counted to each completion."""
 
     def __init__(self, limit: int, window: float, clock: Clock | None = None) -> None:
@@ -153,34 +196,9 @@ class SlidingWindowLimiter:
     def __repr__(self) -> str:
         return f"SlidingWindowLimiter(limit={self.limit}, window={self.window})"
 
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Wait for a free slot (or use this thread's reserved one), then hold it for the
-        duration of one request."""
-        slot = self._reserved.__dict__.pop("slot", None) or self._acquire()
-        try:
-            yield
-        finally:
-            with self._lock:
-                slot.end = self.clock.now()
-
-    @contextlib.contextmanager
-    def reserve(self) -> Iterator[None]:
-        """Wait for a free slot now and keep it for this thread's next `slot()`.
-
-        What must be on disk before a request leaves (the sender's intent) is written once
-        the request may go: a process killed while it waits has recorded nothing. A reserved
-        slot counts from now, a little before its request starts (the safe side); one that no
-        request used by the end of the block is completed then.
-        """
-        slot = self._acquire()
-        self._reserved.slot = slot
-        try:
-            yield
-        finally:
-            if self._reserved.__dict__.pop("slot", None) is slot:
-                with self._lock:
-                    slot.end = self.clock.now()
+    def _release(self, held: _Slot) -> None:
+        with self._lock:
+            held.end = self.clock.now()
 
     def _acquire(self) -> _Slot:
         while True:
@@ -299,7 +317,7 @@ class _HostState:
         )
 
 
-class HostLimiter:
+class HostLimiter(_Reserving[str]):
     """The SlidingWindowLimiter rule shared by every lmbatch process on this host."""
 
     def __init__(
@@ -395,28 +413,6 @@ class HostLimiter:
             for s in state.slots
         ]
 
-    @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Wait for a free slot (in turn with other processes), or use this thread's reserved
-        one, then hold it for one request."""
-        slot_id = self._reserved.__dict__.pop("slot", None) or self._acquire()
-        try:
-            yield
-        finally:
-            self._complete(slot_id)
-
-    @contextlib.contextmanager
-    def reserve(self) -> Iterator[None]:
-        """Wait for a free slot now (in turn) and keep it for this thread's next `slot()`;
-        see SlidingWindowLimiter.reserve."""
-        slot_id = self._acquire()
-        self._reserved.slot = slot_id
-        try:
-            yield
-        finally:
-            if self._reserved.__dict__.pop("slot", None) == slot_id:
-                self._complete(slot_id)
-
     def _acquire(self) -> str:
         pid = os.getpid()  # at call time: the limiter may have crossed a fork
         me = _Entry(id=f"{pid}-{uuid.uuid4().hex}", pid=pid, pst=_process_start(pid), start=0.0)
@@ -453,15 +449,15 @@ class HostLimiter:
             )
         return wait
 
-    def _complete(self, slot_id: str) -> None:
+    def _release(self, held: str) -> None:
         with self._locked() as (state, now):
             for slot in state.slots:
-                if slot.id == slot_id:
+                if slot.id == held:
                     slot.end = now
                     return
             # Dropped after overrunning request_timeout: it still counts for one window.
             pid = os.getpid()
-            state.slots.append(_Entry(slot_id, pid, _process_start(pid), now, now))
+            state.slots.append(_Entry(held, pid, _process_start(pid), now, now))
 
     def penalize(self) -> None:
         """A 429 came back: every process treats the window as full until now + window."""

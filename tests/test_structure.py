@@ -219,3 +219,15 @@ def test_the_readme_module_map_names_every_module() -> None:
         and f"`{name.rsplit('.', 1)[-1]}/`" not in mapped
     )
     assert missing == []
+
+
+MAX_MODULE_LINES = 500  # issue 11: a module over this is doing two jobs
+
+
+def test_no_module_is_over_500_lines() -> None:
+    over = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert over == {}
